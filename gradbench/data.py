@@ -1,0 +1,133 @@
+"""Data directory, checksums and downloads shared by every task.
+
+Resolution order for a data file: the user's data directory (``--data-dir`` or
+``GRADBENCH_DATA``) in each layout the task names (so the upstream layout and
+torchvision's layout both work), then the download cache, then a download from the
+upstream source when allowed. Every file is checked against its published checksum
+before use; a mismatch is a ``DataError``, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from gradbench.errors import DataError
+from gradbench.task import DataConfig
+
+DATA_ENV = "GRADBENCH_DATA"
+CACHE_ENV = "GRADBENCH_CACHE"
+
+
+def data_config(
+    data_dir: Path | str | None = None, cache_dir: Path | str | None = None, download: bool = True
+) -> DataConfig:
+    """DataConfig from explicit values, falling back to the environment variables."""
+    data_dir = data_dir or os.environ.get(DATA_ENV) or None
+    cache_dir = cache_dir or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "gradbench"
+    if data_dir is not None:
+        data_dir = Path(data_dir).expanduser()
+        if not data_dir.is_dir():
+            raise DataError(f"data directory {str(data_dir)!r} does not exist")
+    return DataConfig(data_dir=data_dir, cache_dir=Path(cache_dir).expanduser(), download=download)
+
+
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(path: Path, checksum: str | None, algorithm: str = "md5") -> Path:
+    """Raise DataError unless ``path`` has the published checksum (None: existence only)."""
+    if checksum is not None:
+        actual = file_digest(path, algorithm)
+        if actual != checksum:
+            raise DataError(
+                f"{path} is corrupt: {algorithm} {actual} does not match the published {checksum}"
+            )
+    return path
+
+
+def content_hash(paths: Iterable[Path], length: int = 12) -> str:
+    """Short sha256 over several files' bytes: the version of data with no release number."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:length]
+
+
+def locate(data: DataConfig, layouts: Sequence[str], filename: str) -> Path | None:
+    """First existing ``data_dir/layout/filename`` among ``layouts`` (relative folders)."""
+    if data.data_dir is None:
+        return None
+    for layout in layouts:
+        candidate = data.data_dir / layout / filename
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def download(urls: Sequence[str], dest: Path, checksum: str | None, algorithm: str = "md5") -> Path:
+    """Fetch the first reachable URL into ``dest`` atomically and verify it."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (fixed URLs)
+                fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".part-")
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(response, out)
+            try:
+                verify(Path(tmp), checksum, algorithm)
+            except DataError:
+                os.unlink(tmp)
+                raise
+            os.replace(tmp, dest)
+            return dest
+        except (urllib.error.URLError, OSError, TimeoutError) as error:
+            errors.append(f"{url}: {error}")
+    raise DataError(f"could not download {dest.name} ({'; '.join(errors)})")
+
+
+def obtain(
+    data: DataConfig,
+    *,
+    dataset: str,
+    layouts: Sequence[str],
+    filename: str,
+    urls: Sequence[str],
+    checksum: str | None,
+    algorithm: str = "md5",
+) -> tuple[Path, str]:
+    """Verified path of a data file and its source ("local" or "download")."""
+    found = locate(data, layouts, filename)
+    if found is not None:
+        return verify(found, checksum, algorithm), "local"
+    cached = data.cache_dir / "downloads" / dataset / filename
+    if cached.is_file():
+        return verify(cached, checksum, algorithm), "download"
+    where = f" under {data.data_dir}" if data.data_dir else ""
+    if not data.download:
+        raise DataError(
+            f"{dataset}: {filename} not found{where} and downloads are off "
+            f"(set --data-dir or {DATA_ENV})"
+        )
+    try:
+        return download(urls, cached, checksum, algorithm), "download"
+    except DataError as error:
+        raise DataError(
+            f"{dataset}: {filename} not found{where} and the download failed; "
+            f"point --data-dir or {DATA_ENV} at a copy ({error})"
+        ) from None

@@ -1,0 +1,37 @@
+"""Evaluation helpers shared by task plugins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradbench.task import Batch
+
+
+def forward(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Call a model the way the training loop does (lengths only when the task has them)."""
+    if batch.lengths is not None:
+        return model(batch.x, batch.lengths)
+    return model(batch.x)
+
+
+def classification_metrics(
+    model: nn.Module, batches: Iterable[Batch], device: torch.device, prefix: str
+) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of a classifier over a split."""
+    correct = 0
+    total = 0
+    loss_sum = 0.0
+    for batch in batches:
+        batch = batch.to(device)
+        logits = forward(model, batch).float()
+        loss_sum += float(F.cross_entropy(logits, batch.y, reduction="sum"))
+        correct += int((logits.argmax(dim=-1) == batch.y).sum())
+        total += len(batch)
+    return {
+        f"{prefix}_accuracy": correct / max(1, total),
+        f"{prefix}_loss": loss_sum / max(1, total),
+    }

@@ -1,0 +1,113 @@
+"""Build a registered model from a name and options, with validation and initialisation.
+
+A model argument is ``NAME`` or ``NAME:key=value,key=value`` (``rnn:init=orthogonal``), so
+one command can compare mitigations of the same architecture. Options given for every
+model (``--activation``) apply to the models whose factory takes them; options given to
+one model must exist for it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from gradbench.errors import UsageError
+from gradbench.mitigations import init_weights, parse_init
+from gradbench.registry import MODELS
+from gradbench.task import InputSpec
+
+# Applied by build_model itself rather than by the factory.
+GENERIC_OPTIONS = {"init": "default"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        if not self.options:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """The options a model takes, with their defaults (the name's suffix applied)."""
+    entry, implied = MODELS.resolve(name)
+    params = inspect.signature(entry.factory).parameters
+    options = {
+        key: param.default
+        for key, param in params.items()
+        if param.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    options.update(implied)
+    options.update(GENERIC_OPTIONS)
+    return options
+
+
+def convert(model: str, key: str, value: Any, default: Any) -> Any:
+    """Coerce a command-line string to the type of the option's default."""
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            lowered = value.lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise ValueError(value)
+            return lowered in ("true", "1", "yes", "on")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except ValueError:
+        raise UsageError(
+            f"model {model}: option {key}={value!r} is not a {type(default).__name__}"
+        ) from None
+    return value
+
+
+def parse_model_arg(text: str) -> ModelSpec:
+    name, _, rest = text.partition(":")
+    name = name.strip()
+    if not name:
+        raise UsageError(f"model argument {text!r} has no name")
+    MODELS.resolve(name)  # unknown names fail here, with "did you mean"
+    options: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"model {name}: option {item!r} must be written key=value")
+        options[key.strip().replace("-", "_")] = value.strip()
+    known = model_options(name)
+    for key in options:
+        if key not in known:
+            raise UsageError(
+                f"model {name} has no option {key!r}; it takes {', '.join(sorted(known))}"
+            )
+        options[key] = convert(name, key, options[key], known[key])
+    return ModelSpec(name, options)
+
+
+def resolve_options(spec: ModelSpec, shared: dict[str, Any]) -> dict[str, Any]:
+    """Every option the model will be built with: defaults < shared options < its own."""
+    known = model_options(spec.name)
+    resolved = dict(known)
+    for key, value in shared.items():
+        if value is not None and key in known:
+            resolved[key] = convert(spec.name, key, value, known[key])
+    resolved.update(spec.options)
+    parse_init(resolved["init"])
+    return resolved
+
+
+def build_model(name: str, input_spec: InputSpec, options: dict[str, Any]) -> nn.Module:
+    """Construct and initialise the model; ``options`` as from ``resolve_options``."""
+    factory_options = {k: v for k, v in options.items() if k not in GENERIC_OPTIONS}
+    entry, implied = MODELS.resolve(name)
+    model = entry.factory(input_spec, **{**implied, **factory_options})
+    init_weights(model, options.get("init", "default"), options.get("activation"))
+    return model

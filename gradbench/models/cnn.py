@@ -1,0 +1,126 @@
+"""CIFAR-style plain CNN and ResNet (He et al. 2016, section 4.2), side by side.
+
+Depth 6n+2: a 3x3 stem, three stages of n two-convolution blocks (widths w, 2w, 4w;
+stride 2 entering stages 2 and 3), global average pooling and a linear classifier.
+``plain-N`` and ``resnet-N`` are the same network except for the identity shortcuts,
+which are parameter-free (option A: subsample and zero-pad channels), so the pair has
+exactly the same parameter count at every depth and width.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gradbench.errors import UsageError
+from gradbench.mitigations import make_activation
+from gradbench.registry import MODELS
+from gradbench.task import InputSpec
+
+
+def check_depth(depth: int) -> int:
+    if depth < 8 or (depth - 2) % 6:
+        raise UsageError(
+            f"CIFAR-style depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110), got {depth}"
+        )
+    return (depth - 2) // 6
+
+
+class Block(nn.Module):
+    def __init__(
+        self, c_in: int, c_out: int, stride: int, activation: str, batch_norm: bool, residual: bool
+    ):
+        super().__init__()
+        self.residual = residual
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=not batch_norm)
+        self.bn1 = nn.BatchNorm2d(c_out) if batch_norm else nn.Identity()
+        self.act1 = make_activation(activation)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=not batch_norm)
+        self.bn2 = nn.BatchNorm2d(c_out) if batch_norm else nn.Identity()
+        self.act2 = make_activation(activation)
+        self.stride = stride
+        self.pad = c_out - c_in
+
+    def shortcut(self, x: Tensor) -> Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.pad:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.pad))
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.residual:
+            out = out + self.shortcut(x)
+        return self.act2(out)
+
+
+class CifarNet(nn.Module):
+    def __init__(
+        self,
+        spec: InputSpec,
+        depth: int,
+        width: int,
+        activation: str,
+        batch_norm: bool,
+        residual: bool,
+    ):
+        super().__init__()
+        if spec.kind != "image":
+            raise UsageError(f"CNNs need an image task; this task's input is {spec.kind}")
+        blocks_per_stage = check_depth(depth)
+        channels = spec.shape[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(channels, width, 3, 1, 1, bias=not batch_norm),
+            nn.BatchNorm2d(width) if batch_norm else nn.Identity(),
+            make_activation(activation),
+        )
+        layers: list[nn.Module] = []
+        c_in = width
+        for stage in range(3):
+            c_out = width * 2**stage
+            for index in range(blocks_per_stage):
+                stride = 2 if stage > 0 and index == 0 else 1
+                layers.append(Block(c_in, c_out, stride, activation, batch_norm, residual))
+                c_in = c_out
+        self.blocks = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in, spec.num_outputs)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        x = self.blocks(self.stem(x))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+@MODELS.register(
+    "plain",
+    suffix_param="depth",
+    tags=("cnn", "image"),
+    description="CIFAR-style plain CNN of depth 6n+2 (plain-20, plain-56, ...): ResNet minus shortcuts",
+)
+def plain(
+    spec: InputSpec,
+    *,
+    depth: int = 20,
+    width: int = 16,
+    activation: str = "relu",
+    batch_norm: bool = True,
+) -> nn.Module:
+    return CifarNet(spec, depth, width, activation, batch_norm, residual=False)
+
+
+@MODELS.register(
+    "resnet",
+    suffix_param="depth",
+    tags=("cnn", "image"),
+    description="CIFAR ResNet of depth 6n+2 (resnet-20, resnet-56, ...), option-A shortcuts",
+)
+def resnet(
+    spec: InputSpec,
+    *,
+    depth: int = 20,
+    width: int = 16,
+    activation: str = "relu",
+    batch_norm: bool = True,
+) -> nn.Module:
+    return CifarNet(spec, depth, width, activation, batch_norm, residual=True)

@@ -1,0 +1,122 @@
+"""One registry mechanism for tasks and models.
+
+Names may carry a numeric suffix that the factory receives as a keyword (``resnet-56``
+-> ``resnet(depth=56)``), so families of depths need one registration, as in timm.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gradbench.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    factory: Callable[..., Any]
+    aliases: tuple[str, ...] = ()
+    # For a family such as "resnet-{depth}": the keyword the numeric suffix fills.
+    suffix_param: str | None = None
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+class Registry:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+        self._names: dict[str, str] = {}  # name or alias -> canonical name
+
+    def register(
+        self,
+        name: str,
+        *,
+        aliases: tuple[str, ...] | list[str] = (),
+        suffix_param: str | None = None,
+        description: str = "",
+        tags: tuple[str, ...] | list[str] = (),
+        **defaults: Any,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: register ``factory`` under ``name`` and ``aliases``; duplicates raise."""
+
+        def decorate(factory: Callable[..., Any]) -> Callable[..., Any]:
+            self.add(
+                Entry(
+                    name,
+                    factory,
+                    tuple(aliases),
+                    suffix_param,
+                    description or (factory.__doc__ or "").strip().split("\n")[0],
+                    tuple(tags),
+                    dict(defaults),
+                )
+            )
+            return factory
+
+        return decorate
+
+    def add(self, entry: Entry) -> None:
+        for key in (entry.name, *entry.aliases):
+            if key in self._names:
+                raise ValueError(
+                    f"{self.kind} name {key!r} is already registered "
+                    f"(by {self._names[key]!r})"
+                )
+        self._entries[entry.name] = entry
+        for key in (entry.name, *entry.aliases):
+            self._names[key] = entry.name
+
+    def __contains__(self, name: str) -> bool:
+        try:
+            self.resolve(name)
+        except UsageError:
+            return False
+        return True
+
+    def resolve(self, name: str) -> tuple[Entry, dict[str, Any]]:
+        """Canonical entry and the keywords a suffixed name implies; unknown names raise."""
+        if name in self._names:
+            entry = self._entries[self._names[name]]
+            return entry, dict(entry.defaults)
+        match = re.fullmatch(r"(.+?)-(\d+)", name)
+        if match and match.group(1) in self._names:
+            entry = self._entries[self._names[match.group(1)]]
+            if entry.suffix_param:
+                return entry, {**entry.defaults, entry.suffix_param: int(match.group(2))}
+        raise UsageError(self.unknown_message(name))
+
+    def unknown_message(self, name: str) -> str:
+        candidates = sorted(self._names)
+        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return f"unknown {self.kind} {name!r}{hint} (see `gradbench list {self.kind}s`)"
+
+    def create(self, name: str, **options: Any) -> Any:
+        entry, implied = self.resolve(name)
+        return entry.factory(**{**implied, **options})
+
+    def entry(self, name: str) -> Entry:
+        return self.resolve(name)[0]
+
+    def list(self, pattern: str = "*") -> list[str]:
+        """Canonical names (aliases match too) that fit a glob pattern, sorted."""
+        hits = {
+            canonical
+            for key, canonical in self._names.items()
+            if fnmatch.fnmatchcase(key, pattern)
+        }
+        return sorted(hits)
+
+    def entries(self, pattern: str = "*") -> list[Entry]:
+        return [self._entries[n] for n in self.list(pattern)]
+
+
+TASKS = Registry("task")
+MODELS = Registry("model")

@@ -1,0 +1,235 @@
+"""Run a comparison: each model configuration x each seed, one record per run.
+
+Everything that can be checked is checked before the first run starts (task, model
+names, options, budget), so bad input never leaves a partial set of records.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from gradbench import budget as budgets
+from gradbench.config import TrainConfig
+from gradbench.errors import UsageError
+from gradbench.models.build import ModelSpec, build_model, resolve_options
+from gradbench.plugins import load_plugins
+from gradbench.probes import make_probes
+from gradbench.records import SCHEMA_VERSION, ResultsStore, RunRecord, environment, new_run_id
+from gradbench.registry import TASKS
+from gradbench.task import DataConfig, Task
+from gradbench.train import TrainResult, pick_device, train
+
+
+@dataclass
+class Plan:
+    task: str
+    models: list[ModelSpec]
+    seeds: list[int]
+    train: TrainConfig
+    task_options: dict[str, Any] = field(default_factory=dict)
+    # Options given for every model (--width, --activation, ...); None means "not given".
+    shared_model_options: dict[str, Any] = field(default_factory=dict)
+    # Model sizing: "params" or "flops" (per step), a target (None: match the first model).
+    match: str | None = None
+    match_target: float | None = None
+    match_tolerance: float = 0.02
+
+
+@dataclass
+class PreparedModel:
+    spec: ModelSpec
+    options: dict[str, Any]
+    match: dict[str, Any] | None = None
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' or '0-4' or a mix ('0-2,7'); duplicates and negatives are errors."""
+    seeds: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        low, sep, high = part.partition("-")
+        try:
+            values = range(int(low), int(high) + 1) if sep else [int(part)]
+        except ValueError:
+            raise UsageError(
+                f"--seeds {text!r}: write integers separated by commas or ranges, e.g. 0,1,2 or 0-4"
+            ) from None
+        seeds.extend(values)
+    if not seeds:
+        raise UsageError(f"--seeds {text!r} names no seed")
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {text!r} repeats a seed")
+    return seeds
+
+
+def load_task(name: str, data: DataConfig, options: dict[str, Any]) -> Task:
+    load_plugins()
+    entry, implied = TASKS.resolve(name)
+    try:
+        return entry.factory(data, **{**implied, **options})
+    except TypeError as error:
+        raise UsageError(f"task {name}: {error}") from None
+
+
+def prepare_models(plan: Plan, task: Task) -> list[PreparedModel]:
+    """Resolve every model's options and solve widths for a matched budget; build nothing yet."""
+    prepared = [
+        PreparedModel(spec, resolve_options(spec, plan.shared_model_options))
+        for spec in plan.models
+    ]
+    unused = [
+        key
+        for key, value in plan.shared_model_options.items()
+        if value is not None and not any(key in p.options for p in prepared)
+    ]
+    if unused:
+        raise UsageError(f"no chosen model takes the option(s) {', '.join(unused)}")
+    if plan.match:
+        matched = budgets.match_models(
+            [(p.spec.name, p.options) for p in prepared],
+            task,
+            kind=plan.match,
+            target=plan.match_target,
+            tolerance=plan.match_tolerance,
+            batch_size=plan.train.batch_size,
+        )
+        for item, (options, info) in zip(prepared, matched, strict=True):
+            item.options = options
+            item.match = info
+    # Construct each model once on the task's fake batch so impossible combinations fail now.
+    for item in prepared:
+        model = build_model(item.spec.name, task.input_spec(), item.options)
+        del model
+    return prepared
+
+
+def run_one(
+    task_name: str,
+    task: Task,
+    item: PreparedModel,
+    seed: int,
+    plan: Plan,
+    *,
+    on_progress: Callable[[int, int | None], None] | None = None,
+) -> tuple[RunRecord, dict]:
+    config = plan.train
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = pick_device(config.device)
+    torch.manual_seed(seed)  # initialisation seed; the loop seeds data order separately
+    model = build_model(item.spec.name, task.input_spec(), item.options)
+    total, trainable = budgets.count_parameters(model)
+    flops = budgets.flops_per_step(model, task, config.batch_size)
+    probes = make_probes(config.probes, model, task, config)
+    result: TrainResult = train(
+        task, model, config, seed=seed, device=device, hooks=probes, on_progress=on_progress
+    )
+    verdict, verdict_figures = probes.verdict(result)
+    summary = probes.summary()
+    if verdict_figures:
+        summary = {**summary, "verdict_figures": verdict_figures}
+    record: RunRecord = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": new_run_id(),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "task": task_name,
+        "task_options": plan.task_options,
+        "dataset": {
+            **task.dataset_id("train").as_dict(),
+            "eval": [task.dataset_id(s).as_dict() for s in getattr(task, "eval_splits", ("test",))],
+        },
+        "model": item.spec.name,
+        "model_label": item.spec.label,
+        "model_options": item.options,
+        "train_options": config.as_dict(),
+        "seed": seed,
+        "init_seed": seed,
+        "data_seed": seed,
+        "budget": stopping_budget(config, result, item.match),
+        "parameters": total,
+        "trainable_parameters": trainable,
+        "flops_per_step": flops,
+        "flops_per_sample": flops / config.batch_size if flops else None,
+        "steps": result.steps,
+        "epochs": result.epochs,
+        "train_seconds": result.train_seconds,
+        "eval_seconds": result.eval_seconds,
+        "stop_reason": result.stop_reason,
+        "metrics": result.metrics,
+        "metric_directions": {m.name: m.higher_is_better for m in task.metrics},
+        "primary_metric": task.metrics[0].name,
+        "final_train_loss": result.final_train_loss,
+        "diverged": result.diverged,
+        "diverged_step": result.diverged_step,
+        "divergence": result.divergence,
+        "target": None
+        if config.target_metric is None
+        else {
+            "metric": config.target_metric,
+            "value": config.target_value,
+            "reached": result.target_reached,
+            "step": result.target_step,
+            "seconds": result.target_seconds,
+        },
+        "clip_hit_rate": result.clip_hits / max(1, result.steps)
+        if (config.clip_norm or config.clip_value)
+        else None,
+        "baselines": dict(getattr(task, "baselines", {}) or {}),
+        "probes": summary,
+        "verdict": verdict,
+        "environment": environment(str(device), torch.get_num_threads()),
+    }
+    series = {
+        "loss": result.losses,
+        "grad_norm": result.grad_norms,
+        **probes.series(),
+    }
+    return record, series
+
+
+def stopping_budget(
+    config: TrainConfig, result: TrainResult, match: dict[str, Any] | None
+) -> dict[str, Any]:
+    if config.target_metric is not None:
+        kind, target, achieved = "target", f"{config.target_metric}={config.target_value}", (
+            result.target_seconds if result.target_reached else None
+        )
+    elif config.seconds is not None and result.stop_reason == "seconds":
+        kind, target, achieved = "seconds", config.seconds, result.train_seconds
+    elif config.epochs is not None and (config.steps is None or result.stop_reason == "epochs"):
+        kind, target, achieved = "epochs", config.epochs, result.epochs
+    elif config.steps is not None:
+        kind, target, achieved = "steps", config.steps, result.steps
+    else:
+        kind, target, achieved = "seconds", config.seconds, result.train_seconds
+    rel_error = None
+    if isinstance(target, (int, float)) and achieved is not None and target:
+        rel_error = (achieved - target) / target
+    budget = {"kind": kind, "target": target, "achieved": achieved, "rel_error": rel_error}
+    budget.update(match or {"match": None})
+    return budget
+
+
+def run_plan(
+    plan: Plan,
+    task: Task,
+    store: ResultsStore,
+    *,
+    on_start: Callable[[PreparedModel, int], Callable[[int, int | None], None] | None] | None = None,
+    on_record: Callable[[RunRecord], None] | None = None,
+) -> list[RunRecord]:
+    prepared = prepare_models(plan, task)
+    records = []
+    for item in prepared:
+        for seed in plan.seeds:
+            progress = on_start(item, seed) if on_start else None
+            record, series = run_one(plan.task, task, item, seed, plan, on_progress=progress)
+            store.append(record, series)
+            records.append(record)
+            if on_record:
+                on_record(record)
+    return records

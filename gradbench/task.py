@@ -1,0 +1,114 @@
+"""The Task protocol: everything the training loop and the model factories may know of a task.
+
+A task is about five things: what its input looks like (``input_spec``), batches of a
+split for a seed (``batches``), the loss (``loss``), evaluation returning named metrics
+(``evaluate``, described by ``metrics``), and a tiny fake batch for tests (``fake_batch``).
+``dataset_id`` says which data a run saw, so a leaderboard never mixes data sources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model factory needs to know to build a model for a task."""
+
+    kind: Literal["image", "sequence", "tokens"]
+    # Per-sample input shape: (C, H, W) for images, (T, F) for real-valued sequences,
+    # (T,) for token ids (T is the maximum length; shorter samples are padded).
+    shape: tuple[int, ...]
+    # Number of classes, or of regression outputs.
+    num_outputs: int
+    # "class": one label per sample; "regression": real targets (MSE);
+    # "per_step_class": one label per output step (copy task), output_steps long.
+    target: Literal["class", "regression", "per_step_class"] = "class"
+    vocab_size: int | None = None
+    pad_index: int | None = None
+    output_steps: int | None = None
+
+
+@dataclass
+class Batch:
+    x: Tensor
+    y: Tensor
+    # True lengths of padded token sequences; None when every sample is full length.
+    lengths: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> Batch:
+        lengths = None if self.lengths is None else self.lengths.to(device)
+        return Batch(self.x.to(device), self.y.to(device), lengths)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass(frozen=True)
+class DatasetId:
+    """Which data a run used: name, split, version or content hash, and where it came from."""
+
+    name: str
+    split: str
+    version: str
+    source: str  # "local", "download", "hub" or "synthetic"
+    num_examples: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def key(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    higher_is_better: bool
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where a task finds its data (``data_dir``), caches derived files, and may download."""
+
+    data_dir: Path | None = None
+    cache_dir: Path = Path.home() / ".cache" / "gradbench"
+    download: bool = True
+
+
+@runtime_checkable
+class Task(Protocol):
+    name: str
+    # The metrics ``evaluate`` returns; the first is the primary (leaderboard sort) metric.
+    metrics: tuple[MetricSpec, ...]
+
+    def input_spec(self) -> InputSpec:
+        """Shape of inputs and outputs, for the model factories."""
+        ...
+
+    def batches(self, split: str, batch_size: int, seed: int) -> Iterator[Batch]:
+        """One epoch of ``split`` in an order fixed by ``seed`` (train drops the ragged tail)."""
+        ...
+
+    def loss(self, output: Tensor, batch: Batch) -> Tensor:
+        """Scalar training loss of a model output on a batch."""
+        ...
+
+    def evaluate(self, model: nn.Module, device: torch.device, batch_size: int) -> dict[str, float]:
+        """Evaluation metrics named as in ``metrics``, plus any extra figures."""
+        ...
+
+    def fake_batch(self, batch_size: int = 4, seed: int = 0) -> Batch:
+        """A tiny batch of the right shapes and dtypes, for tests and FLOP counting."""
+        ...
+
+    def dataset_id(self, split: str) -> DatasetId:
+        """Identity of the data behind a split."""
+        ...

@@ -1,0 +1,1 @@
+"""Built-in task plugins, installed as ``gradbench_tasks``; one module per task family."""

@@ -1,0 +1,266 @@
+"""Image classification: Fashion-MNIST (default), MNIST and CIFAR-10 through torchvision.
+
+Fashion-MNIST is read from the upstream IDX files, found in the data directory in the
+upstream layout (``fashion-mnist/*.gz``) or torchvision's (``FashionMNIST/raw/``), or
+downloaded from the upstream mirror. Each file is checked against its published MD5
+(of the archive, or of the decompressed IDX data, since repackaged archives such as
+Debian's differ in gzip headers only), decompressed into the cache and read with
+torchvision's ``FashionMNIST`` class. MNIST and CIFAR-10 go through torchvision's own
+download-and-verify path into the cache (no local mirror exists for them here).
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+from gradbench.data import file_digest, locate, obtain
+from gradbench.errors import DataError, UsageError
+from gradbench.evaluation import classification_metrics
+from gradbench.registry import TASKS
+from gradbench.task import Batch, DataConfig, DatasetId, InputSpec, MetricSpec
+
+# (archive, md5 of the archive as published, md5 of the decompressed IDX file as published)
+FASHION_FILES = {
+    "train-images-idx3-ubyte": (
+        "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    ),
+    "train-labels-idx1-ubyte": (
+        "25c81989df183df01b3e8a0aad5dffbe",
+        "9018921c3c673c538a1fc5bad174d6f9",
+    ),
+    "t10k-images-idx3-ubyte": (
+        "bef4ecab320f06d8554ea6380940ec79",
+        "8181f5470baa50b63fa0f6fddb340f0a",
+    ),
+    "t10k-labels-idx1-ubyte": (
+        "bb300cfdad3c16e7a12a480ee83cd310",
+        "15d484375f8d13e6eb1aabb0c3f46965",
+    ),
+}
+FASHION_MIRRORS = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+)
+FASHION_LAYOUTS = ("fashion-mnist", "FashionMNIST/raw", "fashion_mnist", ".")
+# Per-channel mean and std of the training images, for input standardisation.
+FASHION_STATS = ((0.2860,), (0.3530,))
+FASHION_CLASSES = 10
+
+
+class _CachedFashionMNIST(torchvision.datasets.FashionMNIST):
+    """torchvision's reader, pointed at the verified, decompressed files in the cache."""
+
+    def __init__(self, raw_dir: Path, train: bool):
+        self._raw_dir = raw_dir
+        super().__init__(str(raw_dir), train=train, download=False)
+
+    @property
+    def raw_folder(self) -> str:
+        return str(self._raw_dir)
+
+
+def prepare_fashion_mnist(data: DataConfig) -> tuple[Path, str]:
+    """Verified decompressed IDX files in the cache, and where they came from."""
+    raw_dir = data.cache_dir / "fashion-mnist" / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    sources = set()
+    for name, (archive_md5, raw_md5) in FASHION_FILES.items():
+        target = raw_dir / name
+        plain = locate(data, FASHION_LAYOUTS, name)
+        archive = None if plain else locate(data, FASHION_LAYOUTS, name + ".gz")
+        source = "local" if plain or archive else "download"
+        sources.add(source)
+        if target.is_file() and file_digest(target) == raw_md5:
+            continue
+        if plain is None and archive is None:
+            archive, source = obtain(
+                data,
+                dataset="fashion-mnist",
+                layouts=FASHION_LAYOUTS,
+                filename=name + ".gz",
+                urls=[m + name + ".gz" for m in FASHION_MIRRORS],
+                checksum=archive_md5,
+            )
+        origin = archive or plain
+        partial = target.with_suffix(".part")
+        try:
+            if archive is not None:
+                with gzip.open(archive, "rb") as src, open(partial, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            else:
+                shutil.copyfile(plain, partial)
+        except (OSError, EOFError, gzip.BadGzipFile) as error:
+            partial.unlink(missing_ok=True)
+            raise DataError(f"fashion-mnist: {origin} is corrupt ({error})") from None
+        # The decompressed content is checked, not the archive: a repackaged archive
+        # (Debian's, say) differs in gzip headers only and is the same data.
+        actual = file_digest(partial)
+        if actual != raw_md5:
+            partial.unlink(missing_ok=True)
+            raise DataError(
+                f"fashion-mnist: {origin} is corrupt: content md5 {actual} "
+                f"does not match the published {raw_md5}"
+            )
+        partial.replace(target)
+    return raw_dir, "local" if sources == {"local"} else "download"
+
+
+class ImageClassification:
+    """Classify small images; inputs standardised, held in memory as one tensor per split."""
+
+    metrics = (
+        MetricSpec("test_accuracy", True),
+        MetricSpec("test_loss", False),
+    )
+
+    def __init__(
+        self,
+        name: str,
+        dataset: str,
+        train: tuple[Tensor, Tensor],
+        test: tuple[Tensor, Tensor],
+        source: str,
+        version: str,
+        num_classes: int,
+        train_limit: int | None = None,
+    ):
+        self.name = name
+        self.dataset = dataset
+        self.source = source
+        self.version = version
+        self.num_classes = num_classes
+        self.train_limit = train_limit
+        self.splits = {"train": train, "test": test}
+
+    def input_spec(self) -> InputSpec:
+        return InputSpec(
+            kind="image", shape=tuple(self.splits["train"][0].shape[1:]), num_outputs=self.num_classes
+        )
+
+    def batches(self, split: str, batch_size: int, seed: int) -> Iterator[Batch]:
+        images, labels = self.splits[split]
+        if split == "train":
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+            for start in range(0, len(order) - batch_size + 1, batch_size):
+                index = order[start : start + batch_size]
+                yield Batch(images[index], labels[index])
+        else:
+            for start in range(0, len(labels), batch_size):
+                yield Batch(images[start : start + batch_size], labels[start : start + batch_size])
+
+    def loss(self, output: Tensor, batch: Batch) -> Tensor:
+        return F.cross_entropy(output.float(), batch.y)
+
+    def evaluate(self, model: nn.Module, device: torch.device, batch_size: int) -> dict[str, float]:
+        return classification_metrics(model, self.batches("test", batch_size, 0), device, "test")
+
+    def fake_batch(self, batch_size: int = 4, seed: int = 0) -> Batch:
+        generator = torch.Generator().manual_seed(seed)
+        shape = (batch_size, *self.input_spec().shape)
+        return Batch(
+            torch.randn(shape, generator=generator),
+            torch.randint(0, self.num_classes, (batch_size,), generator=generator),
+        )
+
+    def dataset_id(self, split: str) -> DatasetId:
+        split_name = {"train": "train", "test": "test"}[split]
+        if split == "train" and self.train_limit:
+            split_name = f"train[:{self.train_limit}]"
+        return DatasetId(
+            name=self.dataset,
+            split=split_name,
+            version=self.version,
+            source=self.source,
+            num_examples=len(self.splits[split][1]),
+        )
+
+
+def _standardise(images: Tensor, stats: tuple[tuple[float, ...], tuple[float, ...]]) -> Tensor:
+    mean = torch.tensor(stats[0]).view(1, -1, 1, 1)
+    std = torch.tensor(stats[1]).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+def _limit(pair: tuple[Tensor, Tensor], limit: int | None) -> tuple[Tensor, Tensor]:
+    if limit is None:
+        return pair
+    if limit < 1:
+        raise UsageError(f"train_limit must be >= 1, got {limit}")
+    return pair[0][:limit], pair[1][:limit]
+
+
+@TASKS.register(
+    "image",
+    aliases=("fashion-mnist",),
+    tags=("image",),
+    description="Fashion-MNIST 10-way image classification (28x28 grey), upstream IDX files",
+)
+def fashion_mnist(data: DataConfig, *, train_limit: int | None = None) -> ImageClassification:
+    raw_dir, source = prepare_fashion_mnist(data)
+    splits = {}
+    for split, train in (("train", True), ("test", False)):
+        try:
+            reader = _CachedFashionMNIST(raw_dir, train=train)
+        except (RuntimeError, ValueError, AssertionError) as error:
+            raise DataError(f"fashion-mnist: cannot read {raw_dir} ({error})") from None
+        splits[split] = (_standardise(reader.data.unsqueeze(1), FASHION_STATS), reader.targets)
+    # The published content checksums name the version: they change if the data does.
+    version = "md5:" + FASHION_FILES["train-images-idx3-ubyte"][1][:12]
+    return ImageClassification(
+        "image",
+        "fashion-mnist",
+        _limit(splits["train"], train_limit),
+        splits["test"],
+        source,
+        version,
+        FASHION_CLASSES,
+        train_limit,
+    )
+
+
+def _torchvision_task(name: str, dataset_cls, stats, data: DataConfig, train_limit: int | None):
+    """MNIST / CIFAR-10 via torchvision's own download and MD5 check, into the cache."""
+    root = data.cache_dir / "torchvision"
+    splits = {}
+    for split, train in (("train", True), ("test", False)):
+        try:
+            ds = dataset_cls(str(root), train=train, download=data.download)
+        except RuntimeError as error:
+            raise DataError(f"{name}: not in {root} and not downloadable ({error})") from None
+        images = torch.as_tensor(ds.data)
+        if images.dim() == 3:  # MNIST: N, H, W
+            images = images.unsqueeze(1)
+        else:  # CIFAR: N, H, W, C
+            images = images.permute(0, 3, 1, 2)
+        splits[split] = (_standardise(images, stats), torch.as_tensor(ds.targets))
+    return ImageClassification(
+        name,
+        name,
+        _limit(splits["train"], train_limit),
+        splits["test"],
+        "download",
+        f"torchvision-{torchvision.__version__.split('+')[0]}",
+        10,
+        train_limit,
+    )
+
+
+@TASKS.register("mnist", tags=("image",), description="MNIST digits via torchvision (download)")
+def mnist(data: DataConfig, *, train_limit: int | None = None) -> ImageClassification:
+    stats = ((0.1307,), (0.3081,))
+    return _torchvision_task("mnist", torchvision.datasets.MNIST, stats, data, train_limit)
+
+
+@TASKS.register("cifar10", tags=("image",), description="CIFAR-10 via torchvision (download)")
+def cifar10(data: DataConfig, *, train_limit: int | None = None) -> ImageClassification:
+    stats = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    return _torchvision_task("cifar10", torchvision.datasets.CIFAR10, stats, data, train_limit)
