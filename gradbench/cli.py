@@ -329,6 +329,14 @@ def leaderboard_command(
             err.print(f"wrote {output}", highlight=False)
 
 
+# Commands that live beside the module they drive.
+from gradbench.budget_cli import budget_command  # noqa: E402
+from gradbench.inspect_cli import inspect_command  # noqa: E402
+
+app.command("budget")(budget_command)
+app.command("inspect")(inspect_command)
+
+
 def _click_errors(name: str) -> tuple[type[BaseException], ...]:
     """Typer >= 0.25 vendors its own click; catch that one's exceptions as well as click's."""
     found: list[type[BaseException]] = [getattr(click.exceptions, name)]
