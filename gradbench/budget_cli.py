@@ -1,8 +1,256 @@
-"""`gradbench budget` (placeholder until matched budgets land)."""
+"""`gradbench budget`: solve widths for a matched budget and show what each model would cost.
 
+Nothing is trained. For each model: the solved width, parameters, the error against the
+target, FLOPs per training step and per sample (counted, see gradbench/flops.py), and
+the seconds of a real training step on this machine (measured on a fake batch).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from gradbench import budget as budgets
 from gradbench.errors import UsageError
 
 
-def budget_command() -> None:
-    """Solve widths for a matched budget and print them, without training."""
-    raise UsageError("`gradbench budget` is not available yet")
+def budget_command(
+    task: Annotated[str, typer.Argument(help="Task name (see `gradbench list tasks`).")],
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model to size; repeat to compare. NAME or NAME:key=value,... "
+            "(e.g. lstm:depth=2).",
+        ),
+    ],
+    match: Annotated[
+        str | None,
+        typer.Option(
+            help="Size models to equal 'params' or 'flops' (per training step); "
+            "omit to count the models as given."
+        ),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="Target for --match, e.g. 250k or 2G (default: the first model's count)."
+        ),
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(help="Relative tolerance of --match (0.02 is ±2%).")
+    ] = budgets.DEFAULT_TOLERANCE,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Training batch size FLOPs and step time are for (default: the task's)."),
+    ] = None,
+    flops_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Equal total training FLOPs: show the steps each model gets for this total "
+            "(e.g. 5e13)."
+        ),
+    ] = None,
+    time_steps: Annotated[
+        int,
+        typer.Option(help="Timed training steps per model, after one warm-up (0: skip timing)."),
+    ] = 3,
+    width: Annotated[
+        int | None,
+        typer.Option(help="Width of every model, where not solved (the solver's starting point)."),
+    ] = None,
+    activation: Annotated[
+        str | None, typer.Option(help="sigmoid, tanh, relu or leaky_relu, where the model has one.")
+    ] = None,
+    batch_norm: Annotated[
+        bool | None,
+        typer.Option(
+            "--batch-norm/--no-batch-norm", help="Batch norm on or off, where the model has it."
+        ),
+    ] = None,
+    device: Annotated[
+        str,
+        typer.Option(envvar="GRADBENCH_DEVICE", help="Where to time steps: auto, cpu, cuda, mps."),
+    ] = "auto",
+    threads: Annotated[
+        int | None, typer.Option(envvar="GRADBENCH_THREADS", help="CPU threads for torch.")
+    ] = None,
+    task_option: Annotated[
+        list[str] | None,
+        typer.Option("--task-option", "-O", help="Task option key=value (repeatable)."),
+    ] = None,
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+    download: Annotated[
+        bool, typer.Option("--download/--no-download", help="Allow downloads from upstream.")
+    ] = True,
+    tasks_dir: TasksDir = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per model.")
+    ] = False,
+) -> None:
+    """Solve widths for a matched budget and print parameters, FLOPs and step time; no training."""
+    import torch
+
+    from gradbench.cli import err, friendly_errors, out, parse_key_values, parse_number
+    from gradbench.config import TrainConfig
+    from gradbench.data import data_config
+    from gradbench.models.build import build_model, parse_model_arg
+    from gradbench.plugins import load_plugins
+    from gradbench.registry import TASKS
+    from gradbench.runner import Plan, load_task, prepare_models
+    from gradbench.train import pick_device
+
+    with friendly_errors():
+        load_plugins(tasks_dir)
+        TASKS.resolve(task)  # unknown task: fail before loading any data
+        specs = [parse_model_arg(m) for m in model]
+        if match is not None and match not in budgets.MATCH_KINDS:
+            raise UsageError(f"--match {match!r} is not 'params' or 'flops'")
+        if target is not None and match is None:
+            raise UsageError("--target needs --match params or --match flops")
+        target_value = parse_number(target, "--target") if target is not None else None
+        total_flops = parse_number(flops_budget, "--flops-budget") if flops_budget else None
+        if time_steps < 0:
+            raise UsageError(f"--time-steps must be >= 0, got {time_steps}")
+        task_options = parse_key_values(task_option or [], "--task-option")
+        task_obj = load_task(task, data_config(data_dir, cache_dir, download), task_options)
+        defaults = dict(getattr(task_obj, "train_defaults", {}))
+        chosen = {"batch_size": batch_size, "device": device, "threads": threads}
+        # `budget` trains nothing; a one-step budget only satisfies TrainConfig.
+        given = {k: v for k, v in chosen.items() if v is not None}
+        config = TrainConfig(**(defaults | given | {"steps": 1}))
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        plan = Plan(
+            task=task,
+            models=specs,
+            seeds=[0],
+            train=config,
+            task_options=task_options,
+            shared_model_options={
+                "width": width,
+                "activation": activation,
+                "batch_norm": batch_norm,
+            },
+            match=match,
+            match_target=target_value,
+            match_tolerance=tolerance,
+        )
+        prepared = prepare_models(plan, task_obj)  # solves widths; UsageError if unreachable
+        torch_device = pick_device(config.device)
+        rows = []
+        for item in prepared:
+            torch.manual_seed(0)
+            net = build_model(item.spec.name, task_obj.input_spec(), item.options)
+            total, trainable = budgets.count_parameters(net)
+            flops = budgets.flops_per_step(net, task_obj, config.batch_size)
+            seconds = (
+                budgets.measure_step_seconds(net, task_obj, config, torch_device, steps=time_steps)
+                if time_steps
+                else None
+            )
+            row: dict[str, Any] = {
+                "model": item.spec.label,
+                "name": item.spec.name,
+                "options": item.options,
+                "width": item.options.get("width"),
+                "parameters": total,
+                "trainable_parameters": trainable,
+                "flops_per_step": flops,
+                "flops_per_sample": flops / config.batch_size if flops else None,
+                "batch_size": config.batch_size,
+                "step_seconds": seconds,
+                "step_seconds_device": str(torch_device) if seconds is not None else None,
+                **(item.match or {}),
+            }
+            if total_flops is not None:
+                row["flops_budget"] = total_flops
+                row["flops_budget_steps"] = budgets.steps_for_flops(flops or 0.0, total_flops)
+            rows.append(row)
+        if as_json:
+            for row in rows:
+                typer.echo(json.dumps(row, default=str))
+        else:
+            out.print(render_table(rows, match, tolerance, time_steps))
+        for note in tolerance_notes(prepared, task_obj, rows, config.batch_size):
+            err.print(note, highlight=False, markup=False)
+
+
+def render_table(rows: list[dict[str, Any]], match: str | None, tolerance: float, time_steps: int):
+    """A rich table, one row per model; the caption says what was matched and how."""
+    from rich.table import Table
+
+    if match:
+        target = rows[0]["match_target"] if rows else None
+        reference = rows[0].get("match_reference") if rows else None
+        what = budgets.UNITS[match]
+        caption = f"matched on {what}: target {budgets.si_number(target)}"
+        caption += f" (the first model, {reference}, as given)" if reference else ""
+        caption += f", tolerance ±{tolerance:.3g}"
+        if match == "flops":
+            caption += f", batch size {rows[0]['batch_size']}" if rows else ""
+    else:
+        caption = "not matched: models as given (use --match params|flops to size them)"
+    if time_steps:
+        caption += f"; step time measured: median of {time_steps} real training steps"
+    table = Table(title="budget", caption=caption)
+    columns = ["model", "width", "parameters"]
+    if match:
+        columns.append("error vs target")
+    columns += ["FLOPs/step", "FLOPs/sample"]
+    if time_steps:
+        columns.append("step s (measured)")
+    if rows and "flops_budget_steps" in rows[0]:
+        columns.append(f"steps for {budgets.si_number(rows[0]['flops_budget'])} FLOPs")
+    if match:
+        columns.append("within tolerance")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in rows:
+        cells = [row["model"], str(row["width"]), f"{row['parameters']:,}"]
+        if match:
+            cells.append(f"{row['match_rel_error']:+.2%}")
+        cells += [
+            budgets.si_number(row["flops_per_step"]),
+            budgets.si_number(row["flops_per_sample"]),
+        ]
+        if time_steps:
+            cells.append(f"{row['step_seconds']:.3g}")
+        if "flops_budget_steps" in row:
+            cells.append(f"{row['flops_budget_steps']:,}")
+        if match:
+            cells.append("yes" if row["match_within_tolerance"] else "NO")
+        table.add_row(*cells)
+    return table
+
+
+def tolerance_notes(prepared: list[Any], task: Any, rows: list[dict[str, Any]], batch_size: int):
+    """For a model no width puts within tolerance: the counts either side of the target."""
+    for item, row in zip(prepared, rows, strict=True):
+        if not row.get("match") or row["match_within_tolerance"]:
+            continue
+        kind, target = row["match"], row["match_target"]
+        counter = budgets.ModelCounter(item.spec.name, item.options, task, batch_size)
+        step = budgets.width_multiple(item.options)
+        width = row["width"]
+        sides = []
+        for other in sorted({max(step, width - step), width, width + step}):
+            count = counter.measure(kind)(other)
+            sides.append(
+                f"width {other}: {budgets.si_number(count)} ({(count - target) / target:+.1%})"
+            )
+        yield (
+            f"note: {row['model']}: no width lands within ±{row['match_tolerance']:.3g} of "
+            f"{budgets.si_number(target)} {budgets.UNITS[kind]} ({'; '.join(sides)}); "
+            "the row is flagged. Pick a target near one of these, or loosen --tolerance."
+        )
+
+
+# The option aliases are shared with gradbench/cli.py, which imports this module at its
+# end; importing them here, after budget_command exists, works whichever module loads
+# first, and Typer resolves the (string) annotations only when the app is built.
+from gradbench.cli import CacheDir, DataDir, TasksDir  # noqa: E402

@@ -25,7 +25,11 @@ IGNORED_TRAIN_OPTIONS = {"device", "threads", "eval_batch_size", "probes", "eval
 
 def config_key(record: RunRecord) -> str:
     train = {k: v for k, v in record["train_options"].items() if k not in IGNORED_TRAIN_OPTIONS}
-    match = {k: v for k, v in record["budget"].items() if k.startswith("match") and k != "match_achieved" and k != "match_rel_error"}
+    match = {
+        k: v
+        for k, v in record["budget"].items()
+        if k.startswith("match") and k != "match_achieved" and k != "match_rel_error"
+    }
     return json.dumps(
         [record["model"], record["model_options"], train, match, record.get("task_options", {})],
         sort_keys=True,
@@ -102,10 +106,18 @@ def build_tables(records: list[RunRecord], task: str | None = None) -> dict[str,
     return tables
 
 
+def _compact(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        from gradbench.budget import si_number
+
+        return si_number(float(value))
+    return str(value)
+
+
 def _budget_text(records: list[RunRecord]) -> str:
-    kinds = Counter(f"{r['budget']['kind']}={r['budget']['target']}" for r in records)
+    kinds = Counter(f"{r['budget']['kind']}={_compact(r['budget']['target'])}" for r in records)
     matches = Counter(
-        f"{r['budget'].get('match')}={r['budget'].get('match_target')}"
+        f"{r['budget'].get('match')}={_compact(r['budget'].get('match_target'))}"
         for r in records
         if r["budget"].get("match")
     )
@@ -115,7 +127,9 @@ def _budget_text(records: list[RunRecord]) -> str:
     return text
 
 
-def _row(group: list[RunRecord], differing: list[str], directions: dict[str, bool]) -> dict[str, Any]:
+def _row(
+    group: list[RunRecord], differing: list[str], directions: dict[str, bool]
+) -> dict[str, Any]:
     first = group[0]
     label = first["model_label"]
     extras = [f"{k}={first['train_options'].get(k)}" for k in differing]
@@ -131,10 +145,7 @@ def _row(group: list[RunRecord], differing: list[str], directions: dict[str, boo
     row["diverged"] = sum(bool(r["diverged"]) for r in group)
     verdicts = Counter(r.get("verdict") for r in group if r.get("verdict"))
     row["verdicts"] = ", ".join(f"{k}:{v}" for k, v in sorted(verdicts.items()))
-    ratios = [
-        (r.get("probes") or {}).get("first_last_ratio_log10")
-        for r in group
-    ]
+    ratios = [(r.get("probes") or {}).get("first_last_ratio_log10") for r in group]
     row["first_last_log10"] = mean_interval([x for x in ratios if x is not None])[0]
     row["parameters"] = int(first["parameters"])
     flops = [r.get("flops_per_step") for r in group if r.get("flops_per_step")]
@@ -208,7 +219,9 @@ def to_markdown(tables: dict[str, pd.DataFrame]) -> str:
     for title, frame in tables.items():
         shown = display_frame(frame)
         parts.append(f"### {title}\n")
-        parts.append(f"Budget: {frame.attrs['budget']}. Primary metric: {frame.attrs['primary_metric']}.")
+        parts.append(
+            f"Budget: {frame.attrs['budget']}. Primary metric: {frame.attrs['primary_metric']}."
+        )
         if frame.attrs.get("baselines"):
             parts.append(
                 "Trivial baselines: "
@@ -246,7 +259,11 @@ def to_json(tables: dict[str, pd.DataFrame]) -> str:
 
 
 def render_rich(tables: dict[str, pd.DataFrame], console) -> None:
+    from rich.markup import escape
     from rich.table import Table
+
+    # Cells are text, not markup: a label such as "plain-20 [lr=0.1]" would otherwise
+    # be read as a rich style tag and vanish from the table.
 
     for title, frame in tables.items():
         shown = display_frame(frame)
@@ -255,9 +272,9 @@ def render_rich(tables: dict[str, pd.DataFrame], console) -> None:
             caption += "; trivial baselines: " + ", ".join(
                 f"{k} {fmt(v)}" for k, v in frame.attrs["baselines"].items()
             )
-        table = Table(title=title, caption=caption)
+        table = Table(title=escape(title), caption=escape(caption))
         for column in shown.columns:
-            table.add_column(str(column), justify="left" if column == "model" else "right")
+            table.add_column(escape(str(column)), justify="left" if column == "model" else "right")
         for _, row in shown.iterrows():
-            table.add_row(*(str(v) for v in row))
+            table.add_row(*(escape(str(v)) for v in row))
         console.print(table)

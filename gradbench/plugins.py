@@ -14,10 +14,12 @@ import importlib.util
 import os
 import pkgutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from gradbench.errors import UsageError
+from gradbench.errors import GradbenchError, UsageError
 
 TASKS_DIR_ENV = "GRADBENCH_TASKS_DIR"
 _loaded: set[str] = set()
@@ -39,9 +41,10 @@ def load_plugins(tasks_dir: str | Path | None = None) -> None:
             if key in _loaded:
                 continue
             _loaded.add(key)
-            target = ep.load()
-            if callable(target):
-                target()
+            with _plugin_errors(f"plugin {ep.value!r} (entry point {group}:{ep.name})"):
+                target = ep.load()
+                if callable(target):
+                    target()
     tasks_dir = tasks_dir or os.environ.get(TASKS_DIR_ENV)
     if tasks_dir:
         load_directory(Path(tasks_dir))
@@ -60,4 +63,16 @@ def load_directory(directory: Path) -> None:
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        with _plugin_errors(f"task plugin {str(path)!r}"):
+            spec.loader.exec_module(module)
+
+
+@contextmanager
+def _plugin_errors(what: str) -> Iterator[None]:
+    """A broken third-party plugin is one line naming it, not a traceback from inside it."""
+    try:
+        yield
+    except GradbenchError:
+        raise
+    except Exception as error:
+        raise GradbenchError(f"{what} failed to load: {type(error).__name__}: {error}") from error

@@ -12,6 +12,7 @@ record that references them.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import math
 import os
@@ -99,31 +100,33 @@ def finite_or_none(value: Any) -> Any:
         return {k: finite_or_none(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [finite_or_none(v) for v in value]
-    if isinstance(value, np.generic):
-        return finite_or_none(value.item())
+    if isinstance(value, (np.generic, np.ndarray)):
+        return finite_or_none(value.tolist())
     return value
 
 
+@functools.cache
 def git_revision() -> str | None:
+    """HEAD of the checkout gradbench runs from (``-dirty`` if edited); None outside git.
+
+    Cached: one process is one checkout state, and two git calls per run add up.
+    """
+    where = Path(__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=where
+        )
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
+            cwd=where,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    if out.returncode != 0:
-        return None
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True,
-        text=True,
-        timeout=5,
-        cwd=Path(__file__).resolve().parent,
-    ).stdout.strip()
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
 
@@ -187,13 +190,16 @@ class ResultsStore:
         if not self.runs_file.exists():
             return []
         records: list[RunRecord] = []
-        with open(self.runs_file, encoding="utf-8") as handle:
+        # errors="replace": a torn multi-byte tail must be skipped, not crash the reader.
+        with open(self.runs_file, encoding="utf-8", errors="replace") as handle:
             for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:
+                    record = None
+                if not isinstance(record, dict):
                     warnings.warn(
                         f"{self.runs_file}:{number}: skipping a torn or corrupt record",
                         stacklevel=2,

@@ -66,8 +66,7 @@ class Registry:
         for key in (entry.name, *entry.aliases):
             if key in self._names:
                 raise ValueError(
-                    f"{self.kind} name {key!r} is already registered "
-                    f"(by {self._names[key]!r})"
+                    f"{self.kind} name {key!r} is already registered (by {self._names[key]!r})"
                 )
         self._entries[entry.name] = entry
         for key in (entry.name, *entry.aliases):
@@ -95,8 +94,25 @@ class Registry:
     def unknown_message(self, name: str) -> str:
         candidates = sorted(self._names)
         close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        # A misspelt family member ("resnt-20") is compared without its suffix and
+        # answered with the suffix kept ("resnet-20"), so the hint can be pasted back.
+        match = re.fullmatch(r"(.+?)-(\d+)", name)
+        if match:
+            families = [k for k in candidates if self._entries[self._names[k]].suffix_param]
+            close = [
+                f"{k}-{match.group(2)}"
+                for k in difflib.get_close_matches(match.group(1), families, n=3, cutoff=0.5)
+            ] + [c for c in close if c not in families]
+        hint = f"; did you mean {', '.join(close[:3])}?" if close else ""
         return f"unknown {self.kind} {name!r}{hint} (see `gradbench list {self.kind}s`)"
+
+    def canonical(self, name: str) -> str:
+        """The name under which ``name`` is registered, suffix kept: an alias is not a new
+        task (``fashion-mnist`` -> ``image``), a family member is (``resnet-56``)."""
+        entry, implied = self.resolve(name)
+        if entry.suffix_param and entry.suffix_param in implied and name not in self._names:
+            return f"{entry.name}-{implied[entry.suffix_param]}"
+        return entry.name
 
     def create(self, name: str, **options: Any) -> Any:
         entry, implied = self.resolve(name)
@@ -106,12 +122,17 @@ class Registry:
         return self.resolve(name)[0]
 
     def list(self, pattern: str = "*") -> list[str]:
-        """Canonical names (aliases match too) that fit a glob pattern, sorted."""
-        hits = {
-            canonical
-            for key, canonical in self._names.items()
-            if fnmatch.fnmatchcase(key, pattern)
-        }
+        """Canonical names (aliases match too) that fit a glob pattern, sorted.
+
+        A family also matches as ``name-{suffix}`` (``resnet-{depth}``), so ``resnet-*``
+        finds the family its members are built from.
+        """
+        hits = set()
+        for key, canonical in self._names.items():
+            suffix = self._entries[canonical].suffix_param
+            forms = (key, f"{key}-{{{suffix}}}") if suffix else (key,)
+            if any(fnmatch.fnmatchcase(form, pattern) for form in forms):
+                hits.add(canonical)
         return sorted(hits)
 
     def entries(self, pattern: str = "*") -> list[Entry]:

@@ -7,6 +7,7 @@ names, options, budget), so bad input never leaves a partial set of records.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,8 @@ class Plan:
     match: str | None = None
     match_target: float | None = None
     match_tolerance: float = 0.02
+    # Equal total training FLOPs: each model trains round(total / its FLOPs per step) steps.
+    flops_budget: float | None = None
 
 
 @dataclass
@@ -58,6 +61,8 @@ def parse_seeds(text: str) -> list[int]:
             raise UsageError(
                 f"--seeds {text!r}: write integers separated by commas or ranges, e.g. 0,1,2 or 0-4"
             ) from None
+        if not values:
+            raise UsageError(f"--seeds {text!r}: the range {part!r} is empty (write low-high)")
         seeds.extend(values)
     if not seeds:
         raise UsageError(f"--seeds {text!r} names no seed")
@@ -69,10 +74,38 @@ def parse_seeds(text: str) -> list[int]:
 def load_task(name: str, data: DataConfig, options: dict[str, Any]) -> Task:
     load_plugins()
     entry, implied = TASKS.resolve(name)
+    # Name a misspelt option before any data is read, rather than after a long load.
+    params = inspect.signature(entry.factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    known = [k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = [k for k in options if k not in known]
+    if unknown and not takes_any:
+        takes = ", ".join(known) or "no options"
+        raise UsageError(f"task {name} has no option {unknown[0]!r}; it takes {takes}")
     try:
         return entry.factory(data, **{**implied, **options})
     except TypeError as error:
         raise UsageError(f"task {name}: {error}") from None
+
+
+def check_training(config: TrainConfig, task: Task) -> None:
+    """What the loop would refuse for this task, refused before the first run starts.
+
+    The loop checks these too, but only once a run is under way: by then the command
+    has printed progress, and the error would no longer be the only line on stderr.
+    """
+    train_size = task.dataset_id("train").num_examples
+    if config.batch_size > train_size:
+        raise UsageError(
+            f"--batch-size {config.batch_size} is larger than the training set ({train_size})"
+        )
+    if config.schedule != "constant" and config.steps is None and config.epochs is None:
+        raise UsageError(f"--schedule {config.schedule} needs a --steps or --epochs budget")
+    metrics = [m.name for m in task.metrics]
+    if config.target_metric is not None and config.target_metric not in metrics:
+        raise UsageError(
+            f"--target metric {config.target_metric!r} is not one of {', '.join(metrics)}"
+        )
 
 
 def prepare_models(plan: Plan, task: Task) -> list[PreparedModel]:
@@ -103,6 +136,12 @@ def prepare_models(plan: Plan, task: Task) -> list[PreparedModel]:
     # Construct each model once on the task's fake batch so impossible combinations fail now.
     for item in prepared:
         model = build_model(item.spec.name, task.input_spec(), item.options)
+        if plan.flops_budget is not None and not budgets.flops_per_step(
+            model, task, plan.train.batch_size
+        ):
+            raise UsageError(
+                f"--flops-budget: the FLOPs of {item.spec.label} cannot be counted on this task"
+            )
         del model
     return prepared
 
@@ -124,6 +163,8 @@ def run_one(
     model = build_model(item.spec.name, task.input_spec(), item.options)
     total, trainable = budgets.count_parameters(model)
     flops = budgets.flops_per_step(model, task, config.batch_size)
+    if plan.flops_budget is not None:
+        config = budgets.apply_flops_budget(config, flops, plan.flops_budget)
     probes = make_probes(config.probes, model, task, config)
     result: TrainResult = train(
         task, model, config, seed=seed, device=device, hooks=probes, on_progress=on_progress
@@ -145,11 +186,17 @@ def run_one(
         "model": item.spec.name,
         "model_label": item.spec.label,
         "model_options": item.options,
-        "train_options": config.as_dict(),
+        # As asked for: under a total-FLOPs budget the per-model step count is in "steps".
+        "train_options": plan.train.as_dict(),
         "seed": seed,
         "init_seed": seed,
         "data_seed": seed,
-        "budget": stopping_budget(config, result, item.match),
+        "budget": stopping_budget(config, result, item.match)
+        | (
+            budgets.flops_budget_record(plan.flops_budget, flops, result.steps)
+            if plan.flops_budget is not None
+            else {}
+        ),
         "parameters": total,
         "trainable_parameters": trainable,
         "flops_per_step": flops,
@@ -195,8 +242,10 @@ def stopping_budget(
     config: TrainConfig, result: TrainResult, match: dict[str, Any] | None
 ) -> dict[str, Any]:
     if config.target_metric is not None:
-        kind, target, achieved = "target", f"{config.target_metric}={config.target_value}", (
-            result.target_seconds if result.target_reached else None
+        kind, target, achieved = (
+            "target",
+            f"{config.target_metric}={config.target_value}",
+            (result.target_seconds if result.target_reached else None),
         )
     elif config.seconds is not None and result.stop_reason == "seconds":
         kind, target, achieved = "seconds", config.seconds, result.train_seconds
@@ -219,9 +268,11 @@ def run_plan(
     task: Task,
     store: ResultsStore,
     *,
-    on_start: Callable[[PreparedModel, int], Callable[[int, int | None], None] | None] | None = None,
+    on_start: Callable[[PreparedModel, int], Callable[[int, int | None], None] | None]
+    | None = None,
     on_record: Callable[[RunRecord], None] | None = None,
 ) -> list[RunRecord]:
+    check_training(plan.train, task)
     prepared = prepare_models(plan, task)
     records = []
     for item in prepared:

@@ -201,7 +201,9 @@ def train(
     epoch = 0
     while stop_reason is None:
         segment_start = clock()
+        got_batch = False
         for batch in task.batches("train", config.batch_size, seed=seed * 1_000_003 + epoch):
+            got_batch = True
             batch = batch.to(device)
             optimizer.zero_grad(set_to_none=True)
             with autocast:
@@ -250,6 +252,10 @@ def train(
             if stop_reason is not None:
                 break
         else:
+            if not got_batch:  # an empty epoch would spin forever
+                raise UsageError(
+                    f"task {task.name}: the training split gave no batch of {config.batch_size}"
+                )
             epoch += 1
             train_seconds += clock() - segment_start
             continue

@@ -12,7 +12,10 @@ download-and-verify path into the cache (no local mirror exists for them here).
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
+import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,19 +72,31 @@ class _CachedFashionMNIST(torchvision.datasets.FashionMNIST):
 
 
 def prepare_fashion_mnist(data: DataConfig) -> tuple[Path, str]:
-    """Verified decompressed IDX files in the cache, and where they came from."""
+    """Verified decompressed IDX files in the cache, and where they came from.
+
+    A cached file is reused only if it still has the published content checksum and,
+    when it came from the data directory, that file is still the one it was made from
+    (its MD5 is kept beside it): a corrupted mirror is an error even with a warm cache.
+    """
     raw_dir = data.cache_dir / "fashion-mnist" / "raw"
     raw_dir.mkdir(parents=True, exist_ok=True)
     sources = set()
     for name, (archive_md5, raw_md5) in FASHION_FILES.items():
         target = raw_dir / name
+        origin_stamp = raw_dir / f"{name}.origin-md5"
         plain = locate(data, FASHION_LAYOUTS, name)
         archive = None if plain else locate(data, FASHION_LAYOUTS, name + ".gz")
-        source = "local" if plain or archive else "download"
-        sources.add(source)
+        local = plain or archive
+        origin_md5 = file_digest(local) if local else None
         if target.is_file() and file_digest(target) == raw_md5:
-            continue
-        if plain is None and archive is None:
+            if local is None:  # verified bytes in the cache; say where they first came from
+                sources.add("local" if origin_stamp.is_file() else "download")
+                continue
+            if origin_stamp.is_file() and origin_stamp.read_text().strip() == origin_md5:
+                sources.add("local")
+                continue
+        source = "local" if local else "download"
+        if local is None:
             archive, source = obtain(
                 data,
                 dataset="fashion-mnist",
@@ -90,15 +105,20 @@ def prepare_fashion_mnist(data: DataConfig) -> tuple[Path, str]:
                 urls=[m + name + ".gz" for m in FASHION_MIRRORS],
                 checksum=archive_md5,
             )
+        sources.add(source)
         origin = archive or plain
-        partial = target.with_suffix(".part")
+        # A private partial file: two processes warming one cache must not interleave.
+        fd, partial_name = tempfile.mkstemp(dir=raw_dir, prefix=f".{name}.", suffix=".part")
+        partial = Path(partial_name)
         try:
-            if archive is not None:
-                with gzip.open(archive, "rb") as src, open(partial, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-            else:
-                shutil.copyfile(plain, partial)
-        except (OSError, EOFError, gzip.BadGzipFile) as error:
+            with os.fdopen(fd, "wb") as dst:
+                if archive is not None:
+                    with gzip.open(archive, "rb") as src:
+                        shutil.copyfileobj(src, dst)
+                else:
+                    with open(plain, "rb") as src:
+                        shutil.copyfileobj(src, dst)
+        except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError
             partial.unlink(missing_ok=True)
             raise DataError(f"fashion-mnist: {origin} is corrupt ({error})") from None
         # The decompressed content is checked, not the archive: a repackaged archive
@@ -110,7 +130,12 @@ def prepare_fashion_mnist(data: DataConfig) -> tuple[Path, str]:
                 f"fashion-mnist: {origin} is corrupt: content md5 {actual} "
                 f"does not match the published {raw_md5}"
             )
+        partial.chmod(0o644)  # mkstemp makes it private; the cache is readable like any
         partial.replace(target)
+        if source == "local":
+            origin_stamp.write_text(file_digest(origin) + "\n")
+        else:
+            origin_stamp.unlink(missing_ok=True)
     return raw_dir, "local" if sources == {"local"} else "download"
 
 
@@ -143,7 +168,9 @@ class ImageClassification:
 
     def input_spec(self) -> InputSpec:
         return InputSpec(
-            kind="image", shape=tuple(self.splits["train"][0].shape[1:]), num_outputs=self.num_classes
+            kind="image",
+            shape=tuple(self.splits["train"][0].shape[1:]),
+            num_outputs=self.num_classes,
         )
 
     def batches(self, split: str, batch_size: int, seed: int) -> Iterator[Batch]:
@@ -212,13 +239,16 @@ def fashion_mnist(data: DataConfig, *, train_limit: int | None = None) -> ImageC
             reader = _CachedFashionMNIST(raw_dir, train=train)
         except (RuntimeError, ValueError, AssertionError) as error:
             raise DataError(f"fashion-mnist: cannot read {raw_dir} ({error})") from None
-        splits[split] = (_standardise(reader.data.unsqueeze(1), FASHION_STATS), reader.targets)
+        images, labels = reader.data.unsqueeze(1), reader.targets
+        if train:  # limit before standardising: a 512-example test task skips 60k images
+            images, labels = _limit((images, labels), train_limit)
+        splits[split] = (_standardise(images, FASHION_STATS), labels)
     # The published content checksums name the version: they change if the data does.
     version = "md5:" + FASHION_FILES["train-images-idx3-ubyte"][1][:12]
     return ImageClassification(
         "image",
         "fashion-mnist",
-        _limit(splits["train"], train_limit),
+        splits["train"],
         splits["test"],
         source,
         version,

@@ -50,8 +50,14 @@ def model_options(name: str) -> dict[str, Any]:
 
 
 def convert(model: str, key: str, value: Any, default: Any) -> Any:
-    """Coerce a command-line string to the type of the option's default."""
-    if not isinstance(value, str) or isinstance(default, str) or default is None:
+    """Coerce a command-line string to the type of the option's default.
+
+    An option whose default is None (``dropout: float | None = None``) has no type to
+    copy; its string is read as a number when it looks like one, as "none" -> None.
+    """
+    if isinstance(value, str) and default is None:
+        return _literal(value)
+    if not isinstance(value, str) or isinstance(default, str):
         return value
     try:
         if isinstance(default, bool):
@@ -64,9 +70,19 @@ def convert(model: str, key: str, value: Any, default: Any) -> Any:
         if isinstance(default, float):
             return float(value)
     except ValueError:
-        raise UsageError(
-            f"model {model}: option {key}={value!r} is not a {type(default).__name__}"
-        ) from None
+        wanted = {bool: "true or false", int: "an integer", float: "a number"}[type(default)]
+        raise UsageError(f"model {model}: option {key}={value!r} is not {wanted}") from None
+    return value
+
+
+def _literal(value: str) -> Any:
+    if value.lower() == "none":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
     return value
 
 
@@ -83,7 +99,11 @@ def parse_model_arg(text: str) -> ModelSpec:
             raise UsageError(f"model {name}: option {item!r} must be written key=value")
         options[key.strip().replace("-", "_")] = value.strip()
     known = model_options(name)
+    entry, implied = MODELS.resolve(name)
     for key in options:
+        # "plain-8:depth=14" would build a plain-14 labelled plain-8.
+        if key in implied and key == entry.suffix_param:
+            raise UsageError(f"model {name}: {key} is set by the name; write {entry.name}-N")
         if key not in known:
             raise UsageError(
                 f"model {name} has no option {key!r}; it takes {', '.join(sorted(known))}"
@@ -108,6 +128,11 @@ def build_model(name: str, input_spec: InputSpec, options: dict[str, Any]) -> nn
     """Construct and initialise the model; ``options`` as from ``resolve_options``."""
     factory_options = {k: v for k, v in options.items() if k not in GENERIC_OPTIONS}
     entry, implied = MODELS.resolve(name)
-    model = entry.factory(input_spec, **{**implied, **factory_options})
+    try:
+        model = entry.factory(input_spec, **{**implied, **factory_options})
+    except (ValueError, RuntimeError) as error:
+        # torch's own complaint about an impossible size (width=0, say), as one line.
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(factory_options.items()))
+        raise UsageError(f"model {name} cannot be built with {shown}: {error}") from None
     init_weights(model, options.get("init", "default"), options.get("activation"))
     return model

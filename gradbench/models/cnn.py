@@ -70,6 +70,8 @@ class CifarNet(nn.Module):
         if spec.kind != "image":
             raise UsageError(f"CNNs need an image task; this task's input is {spec.kind}")
         blocks_per_stage = check_depth(depth)
+        if width < 1:
+            raise UsageError(f"CNN width (stem channels) must be >= 1, got {width}")
         channels = spec.shape[0]
         self.stem = nn.Sequential(
             nn.Conv2d(channels, width, 3, 1, 1, bias=not batch_norm),
@@ -96,7 +98,7 @@ class CifarNet(nn.Module):
     "plain",
     suffix_param="depth",
     tags=("cnn", "image"),
-    description="CIFAR-style plain CNN of depth 6n+2 (plain-20, plain-56, ...): ResNet minus shortcuts",
+    description="CIFAR-style plain CNN of depth 6n+2 (plain-20, plain-56): ResNet minus shortcuts",
 )
 def plain(
     spec: InputSpec,

@@ -45,6 +45,8 @@ class MLP(nn.Module):
             raise UsageError("an MLP needs real-valued inputs; this task's input is token ids")
         if depth < 2:
             raise UsageError(f"mlp depth counts weight layers and must be >= 2, got {depth}")
+        if width < 1:
+            raise UsageError(f"mlp width must be >= 1, got {width}")
         self.input = nn.Sequential(
             nn.Flatten(), nn.Linear(math.prod(spec.shape), width), make_activation(activation)
         )

@@ -1,0 +1,327 @@
+"""Recurrent nets side by side: plain RNN (tanh, or ReLU: the IRNN of Le et al. 2015), LSTM, GRU.
+
+Each is the same network around a different recurrence: input layer (an embedding for
+token tasks, raw features otherwise), ``depth`` stacked single-layer fused modules
+(``nn.RNN``/``nn.LSTM``/``nn.GRU``, so the fast kernels do the training), optional
+LayerNorm between layers, then the shared pooling and head of ``sequence.py``.
+
+``forward`` packs padded batches (``pack_padded_sequence``), so padding never changes
+a result. ``hidden_sequence`` recomputes the top layer one step at a time with the
+*same* parameter tensors, so that each state h_t is a node of the graph through which
+every later state flows and ``torch.autograd.grad(loss, hs)`` is the total derivative
+dL/dh_t (the fused module's outputs would only give the direct part). Its cost, measured
+by ``bench/sequence_speed.py`` on 2 CPU cores (width 128, batch 64, forward+backward):
+about 2x the fused path for the LSTM at T=200 (see docs/sequence.md for the figures).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from gradbench.errors import UsageError
+from gradbench.models.sequence import (
+    POOLINGS,
+    Readout,
+    check_choice,
+    check_sequence_spec,
+    input_size,
+    length_mask,
+    make_embedding,
+)
+from gradbench.registry import MODELS
+from gradbench.task import InputSpec
+
+CELLS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+# The fused kernels implement these two only; other activations would need a slow loop.
+RNN_ACTIVATIONS = ("tanh", "relu")
+
+
+def parse_recurrent_init(value: str) -> tuple[str, float]:
+    """'default', 'orthogonal', 'identity' or 'identity:SCALE' (Le et al. 2015 use 1.0)."""
+    kind, _, scale = value.partition(":")
+    if kind not in ("default", "identity", "orthogonal") or (scale and kind != "identity"):
+        raise UsageError(
+            f"recurrent_init={value!r}: choose default, orthogonal, identity or identity:SCALE"
+        )
+    try:
+        factor = float(scale) if scale else 1.0
+    except ValueError:
+        raise UsageError(f"recurrent_init={value!r}: SCALE must be a number") from None
+    return kind, factor
+
+
+class RecurrentNet(nn.Module):
+    def __init__(
+        self,
+        spec: InputSpec,
+        cell: str,
+        *,
+        width: int,
+        depth: int,
+        activation: str = "tanh",
+        bidirectional: bool = False,
+        pooling: str = "last",
+        embed_dim: int = 64,
+        layer_norm: bool = False,
+        recurrent_init: str = "default",
+        forget_bias: float = 0.0,
+    ):
+        super().__init__()
+        check_sequence_spec(spec, cell)
+        check_choice(cell, "pooling", pooling, POOLINGS)
+        if width < 1 or depth < 1:
+            raise UsageError(f"{cell}: width and depth must be >= 1, got {width} and {depth}")
+        if cell == "rnn":
+            check_choice(cell, "activation", activation, RNN_ACTIVATIONS)
+        self.cell = cell
+        self.activation = activation
+        self.hidden_size = width
+        self.directions = 2 if bidirectional else 1
+        self.embed = make_embedding(spec, embed_dim)
+        features = input_size(spec, embed_dim)
+        self.layers = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        for _ in range(depth):
+            extra = {"nonlinearity": activation} if cell == "rnn" else {}
+            self.layers.append(
+                CELLS[cell](features, width, batch_first=True, bidirectional=bidirectional, **extra)
+            )
+            features = width * self.directions
+            # Across the stack only: the fused kernels leave no room for LayerNorm inside
+            # the recurrence (Ba et al. 2016), so this does not touch the path through time.
+            self.norms.append(nn.LayerNorm(features) if layer_norm else nn.Identity())
+        self.readout = Readout(spec, features, pooling, width if bidirectional else None)
+        self._init_recurrence(recurrent_init, forget_bias)
+
+    def _init_recurrence(self, recurrent_init: str, forget_bias: float) -> None:
+        kind, scale = parse_recurrent_init(recurrent_init)
+        with torch.no_grad():
+            for layer in self.layers:
+                for name, param in layer.named_parameters():
+                    if name.startswith("weight_hh") and kind != "default":
+                        for block in param.chunk(param.shape[0] // self.hidden_size, dim=0):
+                            if kind == "identity":
+                                block.copy_(torch.eye(self.hidden_size) * scale)
+                            else:
+                                nn.init.orthogonal_(block)
+                    elif name.startswith("bias") and kind == "identity":
+                        param.zero_()  # Le et al. (2015): identity recurrence, zero biases
+                if self.cell == "lstm" and forget_bias:
+                    for name, param in layer.named_parameters():
+                        # Gate order i, f, g, o; one of the two bias vectors carries it.
+                        if name.startswith("bias_ih"):
+                            param.chunk(4)[1].fill_(forget_bias)
+                        elif name.startswith("bias_hh"):
+                            param.chunk(4)[1].zero_()
+
+    def _inputs(self, x: Tensor) -> Tensor:
+        return self.embed(x) if self.embed is not None else x
+
+    def _fused(self, layer: nn.RNNBase, x: Tensor, lengths: Tensor | None) -> Tensor:
+        if lengths is None:
+            return layer(x)[0]
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = layer(packed)
+        return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        states = self._inputs(x)
+        for layer, norm in zip(self.layers, self.norms, strict=True):
+            states = norm(self._fused(layer, states, lengths))
+        return self.readout(states, lengths)
+
+    def hidden_sequence(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+        """``(output, [h_0, ..., h_{T-1}])``: the top layer's states, each of shape (B, width).
+
+        Lower layers run fused (their states do not depend on the top layer's). The top
+        layer runs step by step with the fused module's own weight tensors. For an LSTM
+        h_t is the output state (the cell state c_t is not returned); for a bidirectional
+        net the forward direction's states (the backward direction's do not depend on
+        them). At padded steps a sample's state is carried unchanged, so the state at its
+        true last step is what the last-state pooling reads.
+        """
+        states = self._inputs(x)
+        *lower, top = list(zip(self.layers, self.norms, strict=True))
+        for layer, norm in lower:
+            states = norm(self._fused(layer, states, lengths))
+        mask = None if lengths is None else length_mask(lengths.to(states.device), states.shape[1])
+        outputs = []
+        hs: list[Tensor] = []
+        for direction in range(self.directions):
+            seq, direction_states = self._stepwise(top[0], states, mask, reverse=direction == 1)
+            outputs.append(seq)
+            if direction == 0:
+                hs = direction_states
+        states = top[1](torch.cat(outputs, dim=-1))
+        return self.readout(states, lengths), hs
+
+    def _stepwise(
+        self, layer: nn.RNNBase, x: Tensor, mask: Tensor | None, reverse: bool
+    ) -> tuple[Tensor, list[Tensor]]:
+        suffix = "_reverse" if reverse else ""
+        w_ih = getattr(layer, f"weight_ih_l0{suffix}")
+        w_hh = getattr(layer, f"weight_hh_l0{suffix}")
+        b_ih = getattr(layer, f"bias_ih_l0{suffix}")
+        b_hh = getattr(layer, f"bias_hh_l0{suffix}")
+        batch, steps, _ = x.shape
+        # The input projection has no recurrence: one matrix product for all steps.
+        gates_in = F.linear(x, w_ih, b_ih)
+        h = x.new_zeros(batch, self.hidden_size)
+        c = x.new_zeros(batch, self.hidden_size) if self.cell == "lstm" else None
+        states: list[Tensor] = [h] * steps
+        for t in range(steps - 1, -1, -1) if reverse else range(steps):
+            gates_h = F.linear(h, w_hh, b_hh)
+            if self.cell == "lstm":
+                i, f, g, o = (gates_in[:, t] + gates_h).chunk(4, dim=-1)
+                c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h_new = torch.sigmoid(o) * torch.tanh(c_new)
+            elif self.cell == "gru":
+                ir, iz, in_ = gates_in[:, t].chunk(3, dim=-1)
+                hr, hz, hn = gates_h.chunk(3, dim=-1)
+                r = torch.sigmoid(ir + hr)
+                z = torch.sigmoid(iz + hz)
+                h_new = (1 - z) * torch.tanh(in_ + r * hn) + z * h
+            else:
+                pre = gates_in[:, t] + gates_h
+                h_new = torch.tanh(pre) if self.activation == "tanh" else torch.relu(pre)
+            if mask is not None:
+                keep = mask[:, t, None]
+                h_new = torch.where(keep, h_new, h)
+                if c is not None:
+                    c_new = torch.where(keep, c_new, c)
+            h = h_new
+            if c is not None:
+                c = c_new
+            states[t] = h
+        seq = torch.stack(states, dim=1)
+        if mask is not None:  # as pad_packed_sequence does: zero outputs at padded steps
+            seq = seq * mask.unsqueeze(-1).to(seq.dtype)
+        return seq, states
+
+
+@MODELS.register(
+    "rnn",
+    suffix_param="depth",
+    tags=("rnn", "sequence"),
+    description="Plain (Elman) RNN, tanh by default (activation=relu), stacked: rnn-2",
+)
+def rnn(
+    spec: InputSpec,
+    *,
+    width: int = 128,
+    depth: int = 1,
+    activation: str = "tanh",
+    bidirectional: bool = False,
+    pooling: str = "last",
+    embed_dim: int = 64,
+    layer_norm: bool = False,
+    recurrent_init: str = "default",
+) -> nn.Module:
+    return RecurrentNet(
+        spec,
+        "rnn",
+        width=width,
+        depth=depth,
+        activation=activation,
+        bidirectional=bidirectional,
+        pooling=pooling,
+        embed_dim=embed_dim,
+        layer_norm=layer_norm,
+        recurrent_init=recurrent_init,
+    )
+
+
+@MODELS.register(
+    "irnn",
+    suffix_param="depth",
+    tags=("rnn", "sequence"),
+    description="IRNN (Le et al. 2015): ReLU RNN with identity recurrent weights, zero biases",
+)
+def irnn(
+    spec: InputSpec,
+    *,
+    width: int = 128,
+    depth: int = 1,
+    bidirectional: bool = False,
+    pooling: str = "last",
+    embed_dim: int = 64,
+    layer_norm: bool = False,
+    recurrent_init: str = "identity",
+) -> nn.Module:
+    return RecurrentNet(
+        spec,
+        "rnn",
+        width=width,
+        depth=depth,
+        activation="relu",
+        bidirectional=bidirectional,
+        pooling=pooling,
+        embed_dim=embed_dim,
+        layer_norm=layer_norm,
+        recurrent_init=recurrent_init,
+    )
+
+
+@MODELS.register(
+    "lstm",
+    suffix_param="depth",
+    tags=("rnn", "gated", "sequence"),
+    description="LSTM (Hochreiter & Schmidhuber 1997), forget-gate bias 1, stacked: lstm-2",
+)
+def lstm(
+    spec: InputSpec,
+    *,
+    width: int = 128,
+    depth: int = 1,
+    bidirectional: bool = False,
+    pooling: str = "last",
+    embed_dim: int = 64,
+    layer_norm: bool = False,
+    recurrent_init: str = "default",
+    forget_bias: float = 1.0,
+) -> nn.Module:
+    return RecurrentNet(
+        spec,
+        "lstm",
+        width=width,
+        depth=depth,
+        bidirectional=bidirectional,
+        pooling=pooling,
+        embed_dim=embed_dim,
+        layer_norm=layer_norm,
+        recurrent_init=recurrent_init,
+        forget_bias=forget_bias,
+    )
+
+
+@MODELS.register(
+    "gru",
+    suffix_param="depth",
+    tags=("rnn", "gated", "sequence"),
+    description="GRU (Cho et al. 2014), stacked: gru-2",
+)
+def gru(
+    spec: InputSpec,
+    *,
+    width: int = 128,
+    depth: int = 1,
+    bidirectional: bool = False,
+    pooling: str = "last",
+    embed_dim: int = 64,
+    layer_norm: bool = False,
+    recurrent_init: str = "default",
+) -> nn.Module:
+    return RecurrentNet(
+        spec,
+        "gru",
+        width=width,
+        depth=depth,
+        bidirectional=bidirectional,
+        pooling=pooling,
+        embed_dim=embed_dim,
+        layer_norm=layer_norm,
+        recurrent_init=recurrent_init,
+    )
