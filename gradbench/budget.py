@@ -167,8 +167,17 @@ def measure_step_seconds(
     return float(sorted(times)[len(times) // 2])
 
 
-def width_multiple(options: dict[str, Any]) -> int:
-    """Widths must be multiples of this (a transformer's head count), else any integer."""
+def width_multiple(options: dict[str, Any], name: str | None = None) -> int:
+    """Widths must be multiples of this (a transformer's head count), else any integer.
+
+    A model registered with the tag "any-width" rounds its width internally and still
+    grows at every step (gradbench's transformer), so it takes any integer.
+    """
+    if name is not None:
+        from gradbench.registry import MODELS
+
+        if "any-width" in MODELS.entry(name).tags:
+            return 1
     for key in WIDTH_MULTIPLE_OPTIONS:
         value = options.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 1:
@@ -391,7 +400,7 @@ def match_models(
     problems: list[str] = []
     for index, counter in enumerate(counters):
         start = int(counter.options["width"])
-        multiple = width_multiple(counter.options)
+        multiple = width_multiple(counter.options, counter.name)
         if index == 0 and reference is not None:
             solutions.append(Solution(start, target))
             continue

@@ -49,9 +49,12 @@ def parse_init(scheme: str) -> tuple[str, float | None]:
 
 def _gain_name(activation: str | None) -> str:
     # He init assumes rectifiers; for saturating units use their own gain.
-    return {"leaky_relu": "leaky_relu", "tanh": "tanh", "sigmoid": "sigmoid"}.get(
-        activation or "relu", "relu"
-    )
+    return {
+        "leaky_relu": "leaky_relu",
+        "tanh": "tanh",
+        "sigmoid": "sigmoid",
+        "linear": "linear",
+    }.get(activation or "relu", "relu")
 
 
 def init_weights(model: nn.Module, scheme: str, activation: str | None = None) -> None:
@@ -78,6 +81,17 @@ def init_weights(model: nn.Module, scheme: str, activation: str | None = None) -
                         _init_matrix(block, kind, std, "tanh")
                 elif name.startswith("bias"):
                     nn.init.zeros_(param)
+                    # An LSTM's forget-gate bias (Jozefowicz et al. 2015) is part of the
+                    # architecture, not of the init scheme: keep it (gate order i, f, g, o).
+                    forget_bias = getattr(module, "forget_bias", 0.0)
+                    if forget_bias and isinstance(module, nn.LSTM) and name.startswith("bias_ih"):
+                        param.data.chunk(4)[1].fill_(forget_bias)
+        elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+            # The packed query/key/value projection is three matrices, initialised apart.
+            for block in module.in_proj_weight.data.chunk(3, dim=0):
+                _init_matrix(block, kind, std, "linear")
+            if module.in_proj_bias is not None:
+                nn.init.zeros_(module.in_proj_bias)
         elif isinstance(module, nn.Embedding) and kind == "normal":
             nn.init.normal_(module.weight, 0.0, std)
 

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -207,14 +207,16 @@ def train(
             batch = batch.to(device)
             optimizer.zero_grad(set_to_none=True)
             with autocast:
-                output = model(batch.x, batch.lengths) if batch.lengths is not None else model(
-                    batch.x
+                output = (
+                    model(batch.x, batch.lengths) if batch.lengths is not None else model(batch.x)
                 )
                 loss = task.loss(output, batch)
             loss.backward()
             grads = [p.grad for p in params if p.grad is not None]
             total_norm = torch.nn.utils.get_total_norm(grads)
-            loss_value, norm_value = torch.stack([loss.detach().float(), total_norm.float()]).tolist()
+            loss_value, norm_value = torch.stack(
+                [loss.detach().float(), total_norm.float()]
+            ).tolist()
             losses.append(loss_value)
             grad_norms.append(norm_value)
             hooks.after_backward(step, model, batch, loss_value, norm_value)
@@ -236,7 +238,10 @@ def train(
                 on_progress(step, total_steps)
             if total_steps is not None and step >= total_steps:
                 stop_reason = step_cap_reason
-            elif config.seconds is not None and train_seconds + clock() - segment_start >= config.seconds:
+            elif (
+                config.seconds is not None
+                and train_seconds + clock() - segment_start >= config.seconds
+            ):
                 stop_reason = "seconds"
             if stop_reason is None and config.eval_every and step % config.eval_every == 0:
                 train_seconds += clock() - segment_start
@@ -262,9 +267,11 @@ def train(
         train_seconds += clock() - segment_start
     hooks.finish(model, step)
 
-    final_metrics = evaluate() if not evals or evals[-1]["step"] != step else {
-        k: v for k, v in evals[-1].items() if k not in ("step", "train_seconds")
-    }
+    final_metrics = (
+        evaluate()
+        if not evals or evals[-1]["step"] != step
+        else {k: v for k, v in evals[-1].items() if k not in ("step", "train_seconds")}
+    )
     target_reached = None
     if config.target_metric is not None:
         if target_step is None and target_met(
@@ -281,9 +288,9 @@ def train(
         train_seconds=train_seconds,
         eval_seconds=eval_seconds,
         metrics=final_metrics,
-        final_train_loss=float(np.mean(tail)) if tail and divergence is None else (
-            losses[-1] if losses else None
-        ),
+        final_train_loss=float(np.mean(tail))
+        if tail and divergence is None
+        else (losses[-1] if losses else None),
         stop_reason=stop_reason,
         diverged=divergence is not None,
         diverged_step=step if divergence is not None else None,
@@ -296,5 +303,3 @@ def train(
         losses=np.asarray(losses, np.float32),
         grad_norms=np.asarray(grad_norms, np.float32),
     )
-
-

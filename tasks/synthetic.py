@@ -134,8 +134,13 @@ class AddingProblem(TensorTask):
         self.length = length
         self.details = {"length": length, "data_seed": data_seed}
         self.version = generator_version(
-            {"task": "adding", "length": length, "train_size": train_size,
-             "test_size": test_size, "data_seed": data_seed}
+            {
+                "task": "adding",
+                "length": length,
+                "train_size": train_size,
+                "test_size": test_size,
+                "data_seed": data_seed,
+            }
         )
         self.splits = {
             "train": adding_data(train_size, length, split_generator(data_seed, "train")),
@@ -146,7 +151,9 @@ class AddingProblem(TensorTask):
         self.baselines = {"test_mse": float(((self.splits["test"][1] - mean) ** 2).mean())}
 
     def input_spec(self) -> InputSpec:
-        return InputSpec(kind="sequence", shape=(self.length, 2), num_outputs=1, target="regression")
+        return InputSpec(
+            kind="sequence", shape=(self.length, 2), num_outputs=1, target="regression"
+        )
 
     def loss(self, output: Tensor, batch: Batch) -> Tensor:
         return F.mse_loss(output.float().squeeze(-1), batch.y)
@@ -166,7 +173,7 @@ class AddingProblem(TensorTask):
     "adding",
     suffix_param="length",
     tags=("synthetic", "sequence"),
-    description="Adding problem of length T (adding-100): sum two marked values; baseline MSE ~0.167",
+    description="Adding problem of length T (adding-100): sum of two marked values; MSE ~0.167",
 )
 def adding(
     data: DataConfig,
@@ -215,7 +222,10 @@ class CopyTask(TensorTask):
         data_seed: int,
     ):
         check_positive(
-            "copy", delay=delay, copy_length=copy_length, train_size=train_size,
+            "copy",
+            delay=delay,
+            copy_length=copy_length,
+            train_size=train_size,
             test_size=test_size,
         )
         if num_symbols < 2:
@@ -226,14 +236,18 @@ class CopyTask(TensorTask):
         self.copy_length = copy_length
         self.num_symbols = num_symbols
         self.details = {
-            "delay": delay, "copy_length": copy_length, "num_symbols": num_symbols,
+            "delay": delay,
+            "copy_length": copy_length,
+            "num_symbols": num_symbols,
             "data_seed": data_seed,
         }
         self.version = generator_version(
             {"task": "copy", **self.details, "train_size": train_size, "test_size": test_size}
         )
         self.splits = {
-            split: copy_data(size, delay, copy_length, num_symbols, split_generator(data_seed, split))
+            split: copy_data(
+                size, delay, copy_length, num_symbols, split_generator(data_seed, split)
+            )
             for split, size in (("train", train_size), ("test", test_size))
         }
         train_targets = self.splits["train"][1].flatten()
@@ -273,7 +287,9 @@ class CopyTask(TensorTask):
             correct += int(hits.sum())
             sequences += int(hits.all(dim=1).sum())
             loss_sum += float(
-                F.cross_entropy(logits.reshape(-1, self.num_symbols), batch.y.reshape(-1), reduction="sum")
+                F.cross_entropy(
+                    logits.reshape(-1, self.num_symbols), batch.y.reshape(-1), reduction="sum"
+                )
             )
             total += len(batch)
         symbols = max(1, total * self.copy_length)
@@ -322,7 +338,9 @@ class SequentialImages(TensorTask):
     metrics = (MetricSpec("test_accuracy", True), MetricSpec("test_loss", False))
     train_defaults = {"optimizer": "adam", "lr": 1e-3, "batch_size": 64}
 
-    def __init__(self, image_task: Any, pixels: bool, stride: int, permute: bool, permute_seed: int):
+    def __init__(
+        self, image_task: Any, pixels: bool, stride: int, permute: bool, permute_seed: int
+    ):
         check_positive("seq-fashion", stride=stride)
         if stride > 1 and not pixels:
             raise UsageError("task seq-fashion: stride applies to pixels=true only")
@@ -353,7 +371,9 @@ class SequentialImages(TensorTask):
 
     def input_spec(self) -> InputSpec:
         return InputSpec(
-            kind="sequence", shape=tuple(self.splits["train"][0].shape[1:]), num_outputs=self.num_classes
+            kind="sequence",
+            shape=tuple(self.splits["train"][0].shape[1:]),
+            num_outputs=self.num_classes,
         )
 
     def loss(self, output: Tensor, batch: Batch) -> Tensor:
@@ -382,4 +402,6 @@ def seq_fashion(
 ) -> SequentialImages:
     from gradbench_tasks.image import fashion_mnist
 
-    return SequentialImages(fashion_mnist(data, train_limit=train_limit), pixels, stride, permute, permute_seed)
+    return SequentialImages(
+        fashion_mnist(data, train_limit=train_limit), pixels, stride, permute, permute_seed
+    )

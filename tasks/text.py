@@ -161,8 +161,13 @@ def pad_ragged(tokens: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]:
 
 def cache_key(version: str, level: str, min_freq: int, max_length: int) -> str:
     text = json.dumps(
-        {"v": PREPROCESS_VERSION, "data": version, "level": level, "min_freq": min_freq,
-         "max_length": max_length},
+        {
+            "v": PREPROCESS_VERSION,
+            "data": version,
+            "level": level,
+            "min_freq": min_freq,
+            "max_length": max_length,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -265,7 +270,11 @@ class TextClassification:
             padded, lengths = pad_ragged(parts["tokens"], parts["offsets"])
             labels = parts["labels"]
             if split == "train" and train_limit is not None:
-                padded, lengths, labels = padded[:train_limit], lengths[:train_limit], labels[:train_limit]
+                padded, lengths, labels = (
+                    padded[:train_limit],
+                    lengths[:train_limit],
+                    labels[:train_limit],
+                )
             self.splits[split] = (padded, lengths, labels)
         self.eval_splits = tuple(s for s in ("dev", "test") if s in self.splits)
         self.metrics = tuple(
@@ -360,7 +369,12 @@ def sst2_task(
     if train_limit is not None and train_limit < 1:
         raise UsageError(f"task {name}: train_limit must be >= 1, got {train_limit}")
     tensors, vocab, version, source, hit = load_preprocessed(data, level, min_freq, max_length)
-    details = {"level": level, "min_freq": min_freq, "max_length": max_length, "vocab_size": len(vocab)}
+    details = {
+        "level": level,
+        "min_freq": min_freq,
+        "max_length": max_length,
+        "vocab_size": len(vocab),
+    }
     return TextClassification(
         name, level, tensors, vocab, version, source, max_length, details, train_limit, hit
     )

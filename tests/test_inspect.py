@@ -117,3 +117,17 @@ def test_sparkline_and_levels():
     assert levels(resample([1.0, 1.0], 10)) == [4, 4]
     binned = resample(list(range(100)), 10)
     assert len(binned) == 10 and binned[0] == pytest.approx(4.5)
+
+
+def test_heatmap_grid_keeps_weight_layers_input_first():
+    from gradbench.report import weight_layer_grid
+
+    series = {
+        "layer_kinds": ["weight", "norm", "weight"],
+        "layer_names": ["stem", "bn", "head"],
+        "layer_grad_norm": [[1e-3, 5.0, 1.0], [0.0, 5.0, 10.0]],
+        "probe_steps": [0, 10],
+    }
+    grid, names, steps = weight_layer_grid(series)
+    assert names == ["stem", "head"] and steps.tolist() == [0, 10]
+    assert grid.tolist() == [[-3.0, -30.0], [0.0, 1.0]]  # zero drawn at the 1e-30 floor

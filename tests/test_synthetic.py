@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from gradbench_tasks.synthetic import AddingProblem, CopyTask, adding_data, copy_data
 from torch import nn
 
 from gradbench.config import TrainConfig
@@ -16,7 +17,6 @@ from gradbench.plugins import load_plugins
 from gradbench.registry import TASKS
 from gradbench.task import DataConfig, Task
 from gradbench.train import train
-from gradbench_tasks.synthetic import AddingProblem, CopyTask, adding_data, copy_data
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +79,9 @@ def test_copy_data_layout_and_baselines():
     assert torch.equal(x[:, :4], y + 1)
     assert bool((x[:, 4:10] == 0).all()) and bool((x[:, 10] == 7).all())
     assert bool((x[:, 11:] == 0).all())
-    task = CopyTask(delay=7, copy_length=4, num_symbols=6, train_size=3000, test_size=1000,
-                    data_seed=0)
+    task = CopyTask(
+        delay=7, copy_length=4, num_symbols=6, train_size=3000, test_size=1000, data_seed=0
+    )
     spec = task.input_spec()
     assert spec.kind == "tokens" and spec.shape == (15,) and spec.output_steps == 4
     assert spec.vocab_size == 8 and spec.num_outputs == 6

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import gradbench_tasks.text as text
 import pytest
 import torch
 
-import gradbench_tasks.text as text
 from gradbench.config import TrainConfig
 from gradbench.errors import DataError
 from gradbench.models.build import build_model, model_options
@@ -33,8 +33,11 @@ def write_sst2(root: Path) -> Path:
     folder = root / "sst2"
     folder.mkdir(parents=True)
     # The mirror's headers: train names its text column "sentence", dev and test "content".
-    for split, column, rows in (("train", "sentence", TRAIN), ("dev", "content", DEV),
-                                ("test", "content", TEST)):
+    for split, column, rows in (
+        ("train", "sentence", TRAIN),
+        ("dev", "content", DEV),
+        ("test", "content", TEST),
+    ):
         lines = [f"label\t{column}"] + [f"{label}\t{sentence}" for label, sentence in rows]
         (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
@@ -151,7 +154,9 @@ def test_macro_f1():
     labels = torch.tensor([1, 0, 0, 0, 1])
     # Class 1: P 2/3, R 1 -> 0.8; class 0: P 1, R 2/3 -> 0.8.
     assert text.macro_f1(predictions, labels, 2) == pytest.approx(0.8)
-    assert text.macro_f1(torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long), 2) == 0.5
+    assert (
+        text.macro_f1(torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long), 2) == 0.5
+    )
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,15 @@ POOLINGS = ("last", "mean")
 
 def check_sequence_spec(spec: InputSpec, model: str) -> None:
     if spec.kind not in ("tokens", "sequence"):
-        raise UsageError(f"{model} needs a sequence or token task; this task's input is {spec.kind}")
+        raise UsageError(
+            f"{model} needs a sequence or token task; this task's input is {spec.kind}"
+        )
     if spec.kind == "tokens" and not spec.vocab_size:
         raise UsageError(f"{model}: a token task must give its vocab_size")
     if spec.kind == "sequence" and len(spec.shape) != 2:
-        raise UsageError(f"{model}: a real-valued sequence task must give shape (T, F), got {spec.shape}")
+        raise UsageError(
+            f"{model}: a real-valued sequence task must give shape (T, F), got {spec.shape}"
+        )
     if spec.target == "per_step_class" and not spec.output_steps:
         raise UsageError(f"{model}: a per-step task must give output_steps")
 

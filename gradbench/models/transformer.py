@@ -3,7 +3,10 @@
 Every position reaches every other in one step, so no gradient has to travel through T
 recurrent steps; what is left of the depth problem is across blocks, where pre-LN
 (Xiong et al. 2020) keeps an identity path and post-LN (the original) does not.
-``width`` is d_model, rounded up to a multiple of ``heads``. Token tasks share the
+``width`` is d_model, rounded up to a multiple of ``heads``; the feed-forward size is
+``ffn_mult * width`` unrounded, so the parameter count rises at every width step (not
+only every ``heads`` steps) and a budget solver can land close to any target. Token
+tasks share the
 recurrent nets' ``embed_dim`` table and project it to d_model, so at a matched budget
 the encoders, not the embedding tables, are what gets sized.
 """
@@ -65,7 +68,7 @@ class TransformerNet(nn.Module):
         if width < 1 or depth < 1 or heads < 1 or ffn_mult < 1:
             raise UsageError("transformer: width, depth, heads and ffn_mult must be >= 1")
         # Rounded up so the parameter count never falls as width grows (the budget
-        # solver bisects on width).
+        # solver bisects on width); the feed-forward size below is not rounded.
         d_model = heads * math.ceil(width / heads)
         self.d_model = d_model
         self.embed = make_embedding(spec, embed_dim)
@@ -82,7 +85,7 @@ class TransformerNet(nn.Module):
             nn.TransformerEncoderLayer(
                 d_model,
                 heads,
-                ffn_mult * d_model,
+                ffn_mult * width,
                 dropout,
                 act,
                 batch_first=True,
@@ -110,7 +113,9 @@ class TransformerNet(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         return self._encode(self._stream(x), lengths)
 
-    def hidden_sequence(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+    def hidden_sequence(
+        self, x: Tensor, lengths: Tensor | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
         """``(output, [h_0, ..., h_{T-1}])``: the residual stream per position, (B, d_model).
 
         Taken at the input of the first block (embeddings + positions), split into T
@@ -125,7 +130,9 @@ class TransformerNet(nn.Module):
 @MODELS.register(
     "transformer",
     suffix_param="depth",
-    tags=("transformer", "sequence"),
+    # any-width: d_model is rounded up to a multiple of heads inside, and the feed-forward
+    # size follows the raw width, so the parameter count grows at every width step.
+    tags=("transformer", "sequence", "any-width"),
     description="Transformer encoder, d_model=width, pre-LN by default, 2 blocks: transformer-4",
 )
 def transformer(

@@ -95,7 +95,6 @@ class ProbeSet:
         self.captures: list[Capture] = []
         self.timestep_steps: list[int] = []
         self.timestep_norms: list[np.ndarray] = []
-        self.losses: list[float] = []
         self.grad_norms: list[float] = []
         self.event: NonFiniteEvent | None = None
         self.seconds = 0.0
@@ -121,7 +120,6 @@ class ProbeSet:
         if not self.active or self.index is None:
             return
         began = time.perf_counter()
-        self.losses.append(loss)
         self.grad_norms.append(grad_norm)
         saturation = self.saturation.collect() if self.saturation else None
         bad = not (math.isfinite(loss) and math.isfinite(grad_norm))
@@ -156,7 +154,7 @@ class ProbeSet:
             return
         if self.saturation:
             self.saturation.collect()  # armed for a step that never came
-        self._check_weights(last_step - 1)
+        self._check_weights(max(0, last_step - 1))
 
     # -- diagnosis -----------------------------------------------------------------
 

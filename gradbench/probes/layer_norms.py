@@ -36,7 +36,7 @@ class LayerIndex:
         """Per-layer L2 norm from per-parameter L2 norms (a float64 vector on the CPU)."""
         if not per_param:
             return torch.zeros(len(self.layers), dtype=torch.float64)
-        squares = torch.stack(per_param).double().cpu() ** 2
+        squares = torch.stack(per_param).cpu().double() ** 2  # MPS has no float64
         totals = torch.zeros(len(self.layers), dtype=torch.float64)
         totals.index_add_(0, self.owner, squares)
         return totals.sqrt()

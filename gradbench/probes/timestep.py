@@ -62,7 +62,7 @@ def timestep_grad_norms(
     ]
     if not norms:
         return np.zeros(0)
-    return torch.stack(norms).double().cpu().numpy()
+    return torch.stack(norms).cpu().double().numpy()
 
 
 def decay_rate(norms: np.ndarray) -> float:
