@@ -62,31 +62,17 @@ def budget_command(
         int | None,
         typer.Option(help="Width of every model, where not solved (the solver's starting point)."),
     ] = None,
-    activation: Annotated[
-        str | None, typer.Option(help="sigmoid, tanh, relu or leaky_relu, where the model has one.")
-    ] = None,
-    batch_norm: Annotated[
-        bool | None,
-        typer.Option(
-            "--batch-norm/--no-batch-norm", help="Batch norm on or off, where the model has it."
-        ),
-    ] = None,
+    activation: Activation = None,
+    batch_norm: BatchNorm = None,
     device: Annotated[
         str,
         typer.Option(envvar="GRADBENCH_DEVICE", help="Where to time steps: auto, cpu, cuda, mps."),
     ] = "auto",
-    threads: Annotated[
-        int | None, typer.Option(envvar="GRADBENCH_THREADS", help="CPU threads for torch.")
-    ] = None,
-    task_option: Annotated[
-        list[str] | None,
-        typer.Option("--task-option", "-O", help="Task option key=value (repeatable)."),
-    ] = None,
+    threads: Threads = None,
+    task_option: TaskOptions = None,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
-    download: Annotated[
-        bool, typer.Option("--download/--no-download", help="Allow downloads from upstream.")
-    ] = True,
+    download: Download = True,
     tasks_dir: TasksDir = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object per model.")
@@ -253,4 +239,13 @@ def tolerance_notes(prepared: list[Any], task: Any, rows: list[dict[str, Any]], 
 # The option aliases are shared with gradbench/cli.py, which imports this module at its
 # end; importing them here, after budget_command exists, works whichever module loads
 # first, and Typer resolves the (string) annotations only when the app is built.
-from gradbench.cli import CacheDir, DataDir, TasksDir  # noqa: E402
+from gradbench.cli import (  # noqa: E402
+    Activation,
+    BatchNorm,
+    CacheDir,
+    DataDir,
+    Download,
+    TaskOptions,
+    TasksDir,
+    Threads,
+)

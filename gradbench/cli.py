@@ -131,6 +131,27 @@ TasksDir = Annotated[
     ),
 ]
 
+# Options that `run` and `budget` share, declared once.
+Download = Annotated[
+    bool, typer.Option("--download/--no-download", help="Allow downloads from upstream.")
+]
+TaskOptions = Annotated[
+    list[str] | None,
+    typer.Option("--task-option", "-O", help="Task option key=value (repeatable)."),
+]
+Activation = Annotated[
+    str | None, typer.Option(help="sigmoid, tanh, relu or leaky_relu, where the model has one.")
+]
+BatchNorm = Annotated[
+    bool | None,
+    typer.Option(
+        "--batch-norm/--no-batch-norm", help="Batch norm on or off, where the model has it."
+    ),
+]
+Threads = Annotated[
+    int | None, typer.Option(envvar="GRADBENCH_THREADS", help="CPU threads for torch.")
+]
+
 
 @app.command("list")
 def list_command(
@@ -215,9 +236,7 @@ def run_command(
     device: Annotated[
         str, typer.Option(envvar="GRADBENCH_DEVICE", help="auto, cpu, cuda or mps.")
     ] = "auto",
-    threads: Annotated[
-        int | None, typer.Option(envvar="GRADBENCH_THREADS", help="CPU threads for torch.")
-    ] = None,
+    threads: Threads = None,
     eval_every: Annotated[
         int | None, typer.Option(help="Evaluate every N steps (default: at the end).")
     ] = None,
@@ -225,18 +244,11 @@ def run_command(
     width: Annotated[
         int | None, typer.Option(help="Width knob of every model (channels, hidden size, d_model).")
     ] = None,
-    activation: Annotated[
-        str | None, typer.Option(help="sigmoid, tanh, relu or leaky_relu, where the model has one.")
-    ] = None,
+    activation: Activation = None,
     init: Annotated[
         str | None, typer.Option(help="default, xavier, he, orthogonal or normal:STD.")
     ] = None,
-    batch_norm: Annotated[
-        bool | None,
-        typer.Option(
-            "--batch-norm/--no-batch-norm", help="Batch norm on or off, where the model has it."
-        ),
-    ] = None,
+    batch_norm: BatchNorm = None,
     match: Annotated[
         str | None, typer.Option(help="Size models to equal 'params' or 'flops' (per step).")
     ] = None,
@@ -251,15 +263,10 @@ def run_command(
             "steps (e.g. 2e12, 500G, 3T); replaces --steps/--epochs."
         ),
     ] = None,
-    task_option: Annotated[
-        list[str] | None,
-        typer.Option("--task-option", "-O", help="Task option key=value (repeatable)."),
-    ] = None,
+    task_option: TaskOptions = None,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
-    download: Annotated[
-        bool, typer.Option("--download/--no-download", help="Allow downloads from upstream.")
-    ] = True,
+    download: Download = True,
     results: ResultsDir = Path("results"),
     tasks_dir: TasksDir = None,
     as_json: Annotated[

@@ -50,6 +50,23 @@ class Batch:
         return int(self.x.shape[0])
 
 
+def epoch_indices(
+    count: int, batch_size: int, seed: int, *, train: bool
+) -> Iterator[Tensor | slice]:
+    """Indices of each batch of one epoch over ``count`` in-memory examples.
+
+    Training: a permutation fixed by ``seed``, without the ragged tail, so every step
+    sees a full batch. Evaluation: every example once, in order (slices: no copies).
+    """
+    if train:
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+        for start in range(0, count - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
+    else:
+        for start in range(0, count, batch_size):
+            yield slice(start, min(start + batch_size, count))
+
+
 @dataclass(frozen=True)
 class DatasetId:
     """Which data a run used: name, split, version or content hash, and where it came from."""

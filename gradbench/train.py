@@ -214,9 +214,10 @@ def train(
             loss.backward()
             grads = [p.grad for p in params if p.grad is not None]
             total_norm = torch.nn.utils.get_total_norm(grads)
-            loss_value, norm_value = torch.stack(
-                [loss.detach().float(), total_norm.float()]
-            ).tolist()
+            figures = [loss.detach().float(), total_norm.float()]
+            if config.clip_value is not None:  # largest |g|, read in the same device sync
+                figures.append(torch.nn.utils.get_total_norm(grads, norm_type=math.inf).float())
+            loss_value, norm_value, *largest = torch.stack(figures).tolist()
             losses.append(loss_value)
             grad_norms.append(norm_value)
             hooks.after_backward(step, model, batch, loss_value, norm_value)
@@ -228,7 +229,7 @@ def train(
                 clip_hits += norm_value > config.clip_norm
                 torch.nn.utils.clip_grads_with_norm_(params, config.clip_norm, total_norm)
             elif config.clip_value is not None:
-                clip_hits += any(bool((g.abs() > config.clip_value).any()) for g in grads)
+                clip_hits += largest[0] > config.clip_value
                 torch.nn.utils.clip_grad_value_(params, config.clip_value)
             optimizer.step()
             scheduler.step()

@@ -28,7 +28,14 @@ from gradbench.data import file_digest, locate, obtain
 from gradbench.errors import DataError, UsageError
 from gradbench.evaluation import classification_metrics
 from gradbench.registry import TASKS
-from gradbench.task import Batch, DataConfig, DatasetId, InputSpec, MetricSpec
+from gradbench.task import (
+    Batch,
+    DataConfig,
+    DatasetId,
+    InputSpec,
+    MetricSpec,
+    epoch_indices,
+)
 
 # (archive, md5 of the archive as published, md5 of the decompressed IDX file as published)
 FASHION_FILES = {
@@ -175,14 +182,8 @@ class ImageClassification:
 
     def batches(self, split: str, batch_size: int, seed: int) -> Iterator[Batch]:
         images, labels = self.splits[split]
-        if split == "train":
-            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-            for start in range(0, len(order) - batch_size + 1, batch_size):
-                index = order[start : start + batch_size]
-                yield Batch(images[index], labels[index])
-        else:
-            for start in range(0, len(labels), batch_size):
-                yield Batch(images[start : start + batch_size], labels[start : start + batch_size])
+        for index in epoch_indices(len(labels), batch_size, seed, train=split == "train"):
+            yield Batch(images[index], labels[index])
 
     def loss(self, output: Tensor, batch: Batch) -> Tensor:
         return F.cross_entropy(output.float(), batch.y)

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from gradbench.errors import UsageError
 from gradbench.evaluation import forward
 from gradbench.registry import TASKS
-from gradbench.task import Batch, DataConfig, DatasetId, InputSpec, MetricSpec
+from gradbench.task import Batch, DataConfig, DatasetId, InputSpec, MetricSpec, epoch_indices
 
 # Bump when a generator changes what it produces for the same parameters.
 GENERATOR_VERSION = 1
@@ -72,15 +72,8 @@ class TensorTask:
 
     def batches(self, split: str, batch_size: int, seed: int) -> Iterator[Batch]:
         inputs, targets = self.splits[split]
-        if split == "train":
-            order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(seed))
-            for start in range(0, len(order) - batch_size + 1, batch_size):
-                index = order[start : start + batch_size]
-                yield Batch(inputs[index], targets[index])
-        else:
-            for start in range(0, len(targets), batch_size):
-                end = start + batch_size
-                yield Batch(inputs[start:end], targets[start:end])
+        for index in epoch_indices(len(targets), batch_size, seed, train=split == "train"):
+            yield Batch(inputs[index], targets[index])
 
     def fake_batch(self, batch_size: int = 4, seed: int = 0) -> Batch:
         # Real samples from the test split: cheap, and of the right shapes and dtypes.

@@ -38,7 +38,7 @@ from gradbench.data import content_hash, locate
 from gradbench.errors import DataError, UsageError
 from gradbench.evaluation import forward
 from gradbench.registry import TASKS
-from gradbench.task import Batch, DataConfig, DatasetId, InputSpec, MetricSpec
+from gradbench.task import Batch, DataConfig, DatasetId, InputSpec, MetricSpec, epoch_indices
 
 SST2_LAYOUTS = ("sst2", "SST-2", "glue/SST-2", "glue_data/SST-2", ".")
 SPLITS = ("train", "dev", "test")
@@ -306,13 +306,8 @@ class TextClassification:
 
     def batches(self, split: str, batch_size: int, seed: int) -> Iterator[Batch]:
         count = len(self.splits[split][2])
-        if split == "train":
-            order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-            for start in range(0, count - batch_size + 1, batch_size):
-                yield self._batch(split, order[start : start + batch_size])
-        else:
-            for start in range(0, count, batch_size):
-                yield self._batch(split, torch.arange(start, min(start + batch_size, count)))
+        for index in epoch_indices(count, batch_size, seed, train=split == "train"):
+            yield self._batch(split, index)
 
     def loss(self, output: Tensor, batch: Batch) -> Tensor:
         return F.cross_entropy(output.float(), batch.y)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradbench.evaluation import classification_metrics
-from gradbench.task import Batch, DatasetId, InputSpec, MetricSpec
+from gradbench.task import Batch, DatasetId, InputSpec, MetricSpec, epoch_indices
 
 # Two cores in CI: more threads only contend.
 torch.set_num_threads(2)
@@ -145,14 +145,8 @@ class FakeTask:
 
     def batches(self, split: str, batch_size: int, seed: int) -> Iterator[Batch]:
         x, y = self.splits[split]
-        if split == "train":
-            order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-            for start in range(0, len(y) - batch_size + 1, batch_size):
-                index = order[start : start + batch_size]
-                yield Batch(x[index], y[index])
-        else:
-            for start in range(0, len(y), batch_size):
-                yield Batch(x[start : start + batch_size], y[start : start + batch_size])
+        for index in epoch_indices(len(y), batch_size, seed, train=split == "train"):
+            yield Batch(x[index], y[index])
 
     def loss(self, output: Tensor, batch: Batch) -> Tensor:
         loss = F.cross_entropy(output.float(), batch.y)
