@@ -33,6 +33,9 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
         self._names: dict[str, str] = {}  # name or alias -> canonical name
+        # (canonical name, input kind) -> factory: what the same name builds for tasks of
+        # another input kind (``lstm`` on a translation task is an LSTM encoder-decoder).
+        self._variants: dict[tuple[str, str], Callable[..., Any]] = {}
 
     def register(
         self,
@@ -71,6 +74,36 @@ class Registry:
         self._entries[entry.name] = entry
         for key in (entry.name, *entry.aliases):
             self._names[key] = entry.name
+
+    def register_variant(
+        self, name: str, *, kind: str
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: ``factory`` builds the registered ``name`` for tasks whose input is
+        ``kind``, so one name means one cell on every task (as the ``lstm`` row of a
+        classification table and of a translation table). Register ``name`` first."""
+
+        def decorate(factory: Callable[..., Any]) -> Callable[..., Any]:
+            if name not in self._entries:
+                raise ValueError(f"register {self.kind} {name!r} before a variant of it")
+            if (name, kind) in self._variants:
+                raise ValueError(f"{self.kind} {name!r} already has a variant for {kind!r}")
+            self._variants[(name, kind)] = factory
+            return factory
+
+        return decorate
+
+    def factory_for(self, name: str, kind: str | None = None) -> Callable[..., Any]:
+        """The factory that builds ``name`` (any spelling) for input ``kind``; the entry's
+        own factory where no variant is registered for that kind."""
+        entry = self.resolve(name)[0]
+        if kind is None:
+            return entry.factory
+        return self._variants.get((entry.name, kind), entry.factory)
+
+    def variants(self, name: str) -> dict[str, Callable[..., Any]]:
+        """Input kind -> factory, for the kinds that have a variant of ``name``."""
+        entry = self.resolve(name)[0]
+        return {k: f for (n, k), f in self._variants.items() if n == entry.name}
 
     def __contains__(self, name: str) -> bool:
         try:

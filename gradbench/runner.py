@@ -110,8 +110,9 @@ def check_training(config: TrainConfig, task: Task) -> None:
 
 def prepare_models(plan: Plan, task: Task) -> list[PreparedModel]:
     """Resolve every model's options and solve widths for a matched budget; build nothing yet."""
+    kind = task.input_spec().kind
     prepared = [
-        PreparedModel(spec, resolve_options(spec, plan.shared_model_options))
+        PreparedModel(spec, resolve_options(spec, plan.shared_model_options, kind))
         for spec in plan.models
     ]
     unused = [

@@ -125,3 +125,40 @@ def test_builtin_tasks_after_loading_plugins() -> None:
     assert TASKS.entry("fashion-mnist").name == "image"
     with pytest.raises(UsageError, match="unknown task 'imagee'; did you mean image"):
         TASKS.resolve("imagee")
+
+
+def test_a_variant_builds_the_same_name_for_another_input_kind(monkeypatch) -> None:
+    import gradbench.models.build as build
+    from gradbench.models.build import ModelSpec, build_model, model_options, resolve_options
+    from gradbench.task import InputSpec
+
+    models = Registry("model")
+
+    @models.register("cell")
+    def cell(spec, *, width: int = 4):
+        return ("classifier", width)
+
+    @models.register_variant("cell", kind="seq2seq")
+    def cell_seq2seq(spec, *, width: int = 4, attention: str = "none"):
+        return ("encoder-decoder", width, attention)
+
+    assert models.factory_for("cell") is cell
+    assert models.factory_for("cell", "image") is cell
+    assert models.factory_for("cell", "seq2seq") is cell_seq2seq
+    assert models.variants("cell") == {"seq2seq": cell_seq2seq}
+    with pytest.raises(ValueError, match="already has a variant"):
+        models.register_variant("cell", kind="seq2seq")(cell_seq2seq)
+    with pytest.raises(ValueError, match="before a variant"):
+        models.register_variant("nothing", kind="seq2seq")(cell_seq2seq)
+
+    # Through model building: options are checked against the task's kind.
+    monkeypatch.setattr(build, "MODELS", models)
+    monkeypatch.setattr(build, "init_weights", lambda *a, **k: None)  # fakes, not modules
+    assert "attention" in model_options("cell")  # no kind yet: the union, for early parsing
+    assert "attention" not in model_options("cell", "image")
+    assert model_options("cell", "seq2seq")["attention"] == "none"
+    with pytest.raises(UsageError, match="no option 'attention' on a task whose input"):
+        resolve_options(ModelSpec("cell", {"attention": "dot"}), {}, "image")
+    options = resolve_options(ModelSpec("cell", {"attention": "dot"}), {}, "seq2seq")
+    spec = InputSpec(kind="seq2seq", shape=(3,), num_outputs=2)  # type: ignore[arg-type]
+    assert build_model("cell", spec, options) == ("encoder-decoder", 4, "dot")

@@ -35,15 +35,23 @@ class ModelSpec:
         return self.name + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
 
 
-def model_options(name: str) -> dict[str, Any]:
-    """The options a model takes, with their defaults (the name's suffix applied)."""
+def model_options(name: str, kind: str | None = None) -> dict[str, Any]:
+    """The options a model takes, with their defaults (the name's suffix applied).
+
+    ``kind`` is the task's input kind: a name may be built by another factory for it
+    (``MODELS.register_variant``), with options of its own. Without a kind: the options
+    of the name's own factory and of every variant, so a model argument can be checked
+    before the task is known (``resolve_options`` checks it again for the task's kind).
+    """
     entry, implied = MODELS.resolve(name)
-    params = inspect.signature(entry.factory).parameters
-    options = {
-        key: param.default
-        for key, param in params.items()
-        if param.kind is inspect.Parameter.KEYWORD_ONLY
-    }
+    factories = [MODELS.factory_for(name, kind)]
+    if kind is None:
+        factories += list(MODELS.variants(name).values())
+    options: dict[str, Any] = {}
+    for factory in factories:
+        for key, param in inspect.signature(factory).parameters.items():
+            if param.kind is inspect.Parameter.KEYWORD_ONLY:
+                options.setdefault(key, param.default)
     options.update(implied)
     options.update(GENERIC_OPTIONS)
     return options
@@ -112,9 +120,20 @@ def parse_model_arg(text: str) -> ModelSpec:
     return ModelSpec(name, options)
 
 
-def resolve_options(spec: ModelSpec, shared: dict[str, Any]) -> dict[str, Any]:
-    """Every option the model will be built with: defaults < shared options < its own."""
-    known = model_options(spec.name)
+def resolve_options(
+    spec: ModelSpec, shared: dict[str, Any], kind: str | None = None
+) -> dict[str, Any]:
+    """Every option the model will be built with: defaults < shared options < its own.
+
+    ``kind``: the task's input kind, which picks the factory (see ``model_options``).
+    """
+    known = model_options(spec.name, kind)
+    foreign = [key for key in spec.options if key not in known]
+    if foreign:
+        raise UsageError(
+            f"model {spec.name} has no option {foreign[0]!r} on a task whose input is {kind}; "
+            f"there it takes {', '.join(sorted(known))}"
+        )
     resolved = dict(known)
     for key, value in shared.items():
         if value is not None and key in known:
@@ -127,9 +146,10 @@ def resolve_options(spec: ModelSpec, shared: dict[str, Any]) -> dict[str, Any]:
 def build_model(name: str, input_spec: InputSpec, options: dict[str, Any]) -> nn.Module:
     """Construct and initialise the model; ``options`` as from ``resolve_options``."""
     factory_options = {k: v for k, v in options.items() if k not in GENERIC_OPTIONS}
-    entry, implied = MODELS.resolve(name)
+    _, implied = MODELS.resolve(name)
+    factory = MODELS.factory_for(name, input_spec.kind)
     try:
-        model = entry.factory(input_spec, **{**implied, **factory_options})
+        model = factory(input_spec, **{**implied, **factory_options})
     except (ValueError, RuntimeError) as error:
         # torch's own complaint about an impossible size (width=0, say), as one line.
         shown = ", ".join(f"{k}={v}" for k, v in sorted(factory_options.items()))
