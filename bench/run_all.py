@@ -2,10 +2,12 @@
 
 Each script prints its own side-by-side ratios; this runner only sequences them (never
 in parallel: they would disturb each other's timings) and fails if one fails.
+``--skip NAME`` leaves a script out (``--skip suite_time``: the quick suite's minutes).
 """
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
@@ -15,7 +17,17 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    scripts = sorted(p for p in HERE.glob("*.py") if p.name != Path(__file__).name)
+    parser = argparse.ArgumentParser(description="Run every benchmark in bench/.")
+    parser.add_argument("--skip", action="append", default=[], help="Script name to leave out.")
+    skip = {name.removesuffix(".py") for name in parser.parse_args().skip}
+    scripts = sorted(
+        p
+        for p in HERE.glob("*.py")
+        # "_cases.py" and the like are helpers the benchmarks import, not benchmarks.
+        if p.name != Path(__file__).name and p.stem not in skip and not p.name.startswith("_")
+    )
+    # The quick suite's wall time takes minutes: last, so the short figures come first.
+    scripts.sort(key=lambda p: p.stem == "suite_time")
     failed = []
     for script in scripts:
         print(f"== {script.name}", flush=True)

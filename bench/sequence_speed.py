@@ -63,7 +63,7 @@ def best_rates(steps: dict, seconds: float, rounds: int) -> dict:
 def make_step(name: str, length: int, width: int, batch: int, stepwise: bool = False):
     spec = InputSpec(kind="sequence", shape=(length, 8), num_outputs=1, target="regression")
     torch.manual_seed(0)
-    model = build_model(name, spec, {**model_options(name), "width": width})
+    model = build_model(name, spec, {**model_options(name, spec.kind), "width": width})
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randn(batch, length, 8)
     y = torch.randn(batch, 1)

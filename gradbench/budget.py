@@ -17,6 +17,7 @@ allow it. See docs/budgets.md.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import os
 import time
@@ -43,6 +44,15 @@ MAX_WIDTH = 8192
 BYTES_PER_PARAMETER = 16
 # Options that make the width a multiple of their value (d_model divisible by heads).
 WIDTH_MULTIPLE_OPTIONS = ("heads", "num_heads", "n_heads", "nhead")
+# A model option that scales its width more finely than one base channel (the CIFAR
+# nets' per-stage multiplier, rounded to whole channels inside the model). The solver
+# turns it only when no integer width lands within tolerance; 1.0 is the paper's net.
+FINE_KNOB = "width_multiplier"
+# Multipliers tried between two adjacent widths: centres of this many equal slices, so
+# every rounding of the CIFAR nets' three stages (breakpoints at eighths) is among them.
+FINE_KNOB_SLICES = 16
+# Real training batches whose mean FLOPs stand for a step of a variable-length task.
+REPRESENTATIVE_BATCHES = 8
 
 UNITS = {"params": "parameters", "flops": "FLOPs per step"}
 
@@ -71,27 +81,81 @@ def _count_on_cpu(model: nn.Module, task: Task, batch: Batch) -> int:
     return training_step_flops(model.to("cpu").train(), batch.to("cpu"), task.loss)
 
 
+# (task, batch size) -> its representative batches: a run counts FLOPs and records their
+# basis, a solver counts many widths, all on the same batches, drawn once.
+_REPRESENTATIVE: dict[tuple[int, int], tuple[Task, list[Batch], dict[str, Any]]] = {}
+
+
+def representative_batches(task: Task, batch_size: int) -> tuple[list[Batch], dict[str, Any]]:
+    """The batches a step's FLOPs are counted on, and how they were chosen (for the record).
+
+    A task of fixed-shape inputs: its fake batch (every step costs the same). A task of
+    padded, variable-length inputs: the first REPRESENTATIVE_BATCHES real training
+    batches (data seed 0), whose mean count is the expected cost of a step, rather than
+    one batch padded to its own maximum.
+    """
+    cached = _REPRESENTATIVE.get((id(task), batch_size))
+    if cached is not None and cached[0] is task:
+        return cached[1], dict(cached[2])
+    batches, basis = _draw_representative(task, batch_size)
+    if len(_REPRESENTATIVE) > 16:  # a long-lived process (tests) need not keep them all
+        _REPRESENTATIVE.clear()
+    _REPRESENTATIVE[(id(task), batch_size)] = (task, batches, basis)
+    return batches, dict(basis)
+
+
+def _draw_representative(task: Task, batch_size: int) -> tuple[list[Batch], dict[str, Any]]:
+    with torch.random.fork_rng(devices=[]):
+        fake = task.fake_batch(batch_size)
+        if fake.lengths is None:
+            return [fake], {"batches": "fake", "count": 1, "batch_size": batch_size}
+        batches = list(
+            itertools.islice(task.batches("train", batch_size, seed=0), REPRESENTATIVE_BATCHES)
+        )
+    if not batches:
+        return [fake], {"batches": "fake", "count": 1, "batch_size": batch_size}
+    lengths = torch.cat([b.lengths.float() for b in batches if b.lengths is not None])
+    padded = [float(b.x.shape[1]) for b in batches]
+    return batches, {
+        "batches": "train",
+        "count": len(batches),
+        "batch_size": batch_size,
+        "mean_length": float(lengths.mean()) if len(lengths) else None,
+        "mean_padded_length": sum(padded) / len(padded),
+    }
+
+
+def _count_batches(make: Callable[[str], nn.Module], task: Task, batches: list[Batch]) -> float:
+    """Mean training-step FLOPs over ``batches``: on the meta device, else for real on the CPU."""
+    counts = []
+    with torch.random.fork_rng(devices=[]):
+        for batch in batches:
+            try:
+                counts.append(_count_on_meta(make("meta"), task, batch))
+            except UsageError:
+                raise
+            except Exception:  # noqa: BLE001 - any failure on meta means "count for real"
+                counts.append(_count_on_cpu(make("cpu"), task, batch))
+    return sum(counts) / len(counts)
+
+
 def flops_per_step(model: nn.Module, task: Task, batch_size: int) -> float | None:
     """Forward + backward FLOPs of one training step on the task's real input shape.
 
-    Counted on a copy of ``model``, so its weights, gradients and batch-norm statistics
+    Counted on copies of ``model``, so its weights, gradients and batch-norm statistics
     are untouched, with the global RNG state restored afterwards so seeded runs stay
-    repeatable. The copy runs on the meta device first (shapes only: about a second
-    for resnet-56 at batch 128 where real arithmetic takes ~8 s on 2 CPU cores); a
-    model or loss that needs real values (packing by lengths, ``.item()``) is counted
-    on the CPU instead, at the full batch size. None, with a warning, if neither works.
+    repeatable; on ``representative_batches`` (their mean, for variable-length tasks).
+    The copy runs on the meta device first (shapes only: about a second for resnet-56
+    at batch 128 where real arithmetic takes ~8 s on 2 CPU cores); a model or loss that
+    needs real values (packing by lengths, ``.item()``) is counted on the CPU instead,
+    at the full batch size. None, with a warning, if neither works.
     """
-    with torch.random.fork_rng(devices=[]):
-        batch = task.fake_batch(batch_size)
-        try:
-            return float(_count_on_meta(copy.deepcopy(model), task, batch))
-        except Exception:  # noqa: BLE001 - any failure on meta means "count for real"
-            pass
-        try:
-            return float(_count_on_cpu(copy.deepcopy(model), task, batch))
-        except Exception as error:  # noqa: BLE001 - a count must never break a run
-            warnings.warn(f"FLOPs not counted: {error}", stacklevel=2)
-            return None
+    batches, _ = representative_batches(task, batch_size)
+    try:
+        return float(_count_batches(lambda device: copy.deepcopy(model), task, batches))
+    except Exception as error:  # noqa: BLE001 - a count must never break a run
+        warnings.warn(f"FLOPs not counted: {error}", stacklevel=2)
+        return None
 
 
 def steps_for_flops(flops_per_step: float, total: float) -> int:
@@ -193,42 +257,55 @@ class ModelCounter:
     options: dict[str, Any]
     task: Task
     batch_size: int
-    _params: dict[int, int] = field(default_factory=dict)
-    _flops: dict[int, int] = field(default_factory=dict)
+    _params: dict[Any, int] = field(default_factory=dict)
+    _flops: dict[Any, float] = field(default_factory=dict)
+    _batches: list[Batch] | None = None
 
-    def build(self, width: int, device: str) -> nn.Module:
+    def build(self, width: int, device: str, multiplier: float | None = None) -> nn.Module:
         # Counting never depends on initial values: skip init (orthogonal init has no
         # meta kernel) and keep the global RNG as it was.
         options = {**self.options, "width": width, "init": "default"}
+        if multiplier is not None:
+            options[FINE_KNOB] = multiplier
         with torch.random.fork_rng(devices=[]), torch.device(device):
             return build_model(self.name, self.task.input_spec(), options)
 
-    def parameters(self, width: int) -> int:
-        if width not in self._params:
-            try:
-                model = self.build(width, "meta")
-            except UsageError:
-                raise
-            except Exception:  # noqa: BLE001 - a factory that needs real tensors
-                model = self.build(width, "cpu")
-            self._params[width] = count_parameters(model)[0]
-        return self._params[width]
+    def _model(self, width: int, multiplier: float | None) -> nn.Module:
+        try:
+            return self.build(width, "meta", multiplier)
+        except UsageError:
+            raise
+        except Exception:  # noqa: BLE001 - a factory that needs real tensors
+            return self.build(width, "cpu", multiplier)
 
-    def flops(self, width: int) -> int:
-        if width not in self._flops:
-            with torch.random.fork_rng(devices=[]):
-                batch = self.task.fake_batch(self.batch_size)
-                try:
-                    count = _count_on_meta(self.build(width, "meta"), self.task, batch)
-                except UsageError:
-                    raise
-                except Exception:  # noqa: BLE001 - needs real values: count on the CPU
-                    count = _count_on_cpu(self.build(width, "cpu"), self.task, batch)
-            self._flops[width] = count
-        return self._flops[width]
+    @staticmethod
+    def _shape_key(model: nn.Module) -> tuple:
+        """Two settings that build the same parameter shapes count the same."""
+        return tuple((name, tuple(p.shape)) for name, p in model.named_parameters())
 
-    def measure(self, kind: str) -> Callable[[int], int]:
+    def parameters(self, width: int, multiplier: float | None = None) -> int:
+        key = (width, multiplier)
+        if key not in self._params:
+            self._params[key] = count_parameters(self._model(width, multiplier))[0]
+        return self._params[key]
+
+    def flops(self, width: int, multiplier: float | None = None) -> float:
+        """Mean FLOPs per step over the task's representative batches (as a run counts them)."""
+        shapes = self._shape_key(self._model(width, multiplier))
+        if shapes not in self._flops:
+            if self._batches is None:
+                self._batches, _ = representative_batches(self.task, self.batch_size)
+            self._flops[shapes] = _count_batches(
+                lambda device: self.build(width, device, multiplier), self.task, self._batches
+            )
+        return self._flops[shapes]
+
+    def measure(self, kind: str) -> Callable[..., float]:
         return self.parameters if kind == "params" else self.flops
+
+    @property
+    def has_fine_knob(self) -> bool:
+        return FINE_KNOB in self.options
 
 
 def _fits(counter: ModelCounter, width: int, memory: int) -> bool:
@@ -270,6 +347,8 @@ class Solution:
     # None: the target is inside the reachable range; "below"/"above": outside it, and
     # ``width`` is the smallest/widest allowed width.
     outside: str | None = None
+    # The fine knob's value (FINE_KNOB), when the solver had to turn it.
+    multiplier: float | None = None
 
 
 def _local_exponent(k0: int, c0: float, k1: int, c1: float) -> float:
@@ -408,6 +487,8 @@ def match_models(
         solution = solve_width(
             counter.measure(kind), target, start=start, multiple=multiple, top=top
         )
+        if abs(solution.achieved - target) > tolerance * target and counter.has_fine_knob:
+            solution = refine_with_fine_knob(counter, kind, target, solution, multiple)
         solutions.append(solution)
         if solution.outside and abs(solution.achieved - target) > tolerance * target:
             problems.append(_range_message(counter, kind, solution, multiple, top))
@@ -432,8 +513,50 @@ def match_models(
             info["match_reference"] = reference
         if kind == "flops":
             info["match_batch_size"] = batch_size
-        results.append(({**counter.options, "width": solution.width}, info))
+        options = {**counter.options, "width": solution.width}
+        if solution.multiplier is not None:
+            options[FINE_KNOB] = info[f"match_{FINE_KNOB}"] = solution.multiplier
+        results.append((options, info))
     return results
+
+
+def refine_with_fine_knob(
+    counter: ModelCounter, kind: str, target: float, solution: Solution, multiple: int
+) -> Solution:
+    """Between the two widths around ``target``, the multiplier whose count is nearest.
+
+    The multiplier runs from the given one (1.0 by default) up to where the lower width
+    reaches the next one; FINE_KNOB_SLICES values across that span visit every way the
+    model can round its stages. The width solution stands if nothing is nearer.
+    """
+    if solution.outside:
+        return solution
+    low = solution.width if solution.achieved < target else solution.width - multiple
+    if low < multiple:
+        return solution
+    base = float(counter.options.get(FINE_KNOB) or 1.0)
+    measure = counter.measure(kind)
+
+    def at(index: int) -> tuple[float, float]:
+        multiplier = round(base * (1 + (index + 0.5) / FINE_KNOB_SLICES * multiple / low), 4)
+        return multiplier, measure(low, multiplier)
+
+    # Counts rise with the multiplier: bisect for the first slice at or above the target
+    # (a handful of counts, which matters when each is a FLOP count), then take the
+    # nearest of it, the slice below and the width solution.
+    lo, hi = 0, FINE_KNOB_SLICES  # at(lo - 1) < target; at(hi) >= target, if hi < SLICES
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if at(mid)[1] < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    best = solution
+    for index in {lo - 1, lo} & set(range(FINE_KNOB_SLICES)):
+        multiplier, count = at(index)
+        if abs(count - target) < abs(best.achieved - target):
+            best = Solution(low, count, None, multiplier)
+    return best
 
 
 def _range_message(

@@ -12,41 +12,53 @@ from typing import Annotated, Any
 
 import typer
 
-from gradbench import budget as budgets
+from gradbench.cli_options import (
+    Activation,
+    BatchNorm,
+    BatchSize,
+    CacheDir,
+    DataDir,
+    DeviceOption,
+    Download,
+    Match,
+    Models,
+    TaskArg,
+    TaskOptions,
+    TasksDir,
+    Threads,
+    Tolerance,
+    Width,
+    err,
+    friendly_errors,
+    out,
+    parse_number,
+)
+from gradbench.cli_options import Device as DeviceName
 from gradbench.errors import UsageError
+
+# gradbench.budget imports torch; this module is imported by `gradbench --help`, so the
+# budget functions are imported inside the command. Same value as budget.DEFAULT_TOLERANCE.
+DEFAULT_TOLERANCE = 0.02
+
+
+# `budget` has no metric target, so its older spelling `--target` (a size) stays an alias.
+BudgetMatchTarget = Annotated[
+    str | None,
+    typer.Option(
+        "--match-target",
+        "--target",
+        help="Target for --match, e.g. 250k or 2G (default: the first model's count).",
+    ),
+]
 
 
 def budget_command(
-    task: Annotated[str, typer.Argument(help="Task name (see `gradbench list tasks`).")],
-    model: Annotated[
-        list[str],
-        typer.Option(
-            "--model",
-            "-m",
-            help="Model to size; repeat to compare. NAME or NAME:key=value,... "
-            "(e.g. lstm:depth=2).",
-        ),
-    ],
-    match: Annotated[
-        str | None,
-        typer.Option(
-            help="Size models to equal 'params' or 'flops' (per training step); "
-            "omit to count the models as given."
-        ),
-    ] = None,
-    target: Annotated[
-        str | None,
-        typer.Option(
-            help="Target for --match, e.g. 250k or 2G (default: the first model's count)."
-        ),
-    ] = None,
-    tolerance: Annotated[
-        float, typer.Option(help="Relative tolerance of --match (0.02 is ±2%).")
-    ] = budgets.DEFAULT_TOLERANCE,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(help="Training batch size FLOPs and step time are for (default: the task's)."),
-    ] = None,
+    task: TaskArg,
+    model: Models,
+    match: Match = None,
+    match_target: BudgetMatchTarget = None,
+    tolerance: Tolerance = DEFAULT_TOLERANCE,
+    batch_size: BatchSize = None,
     flops_budget: Annotated[
         str | None,
         typer.Option(
@@ -56,18 +68,14 @@ def budget_command(
     ] = None,
     time_steps: Annotated[
         int,
-        typer.Option(help="Timed training steps per model, after one warm-up (0: skip timing)."),
+        typer.Option(
+            min=0, help="Timed training steps per model, after one warm-up (0: skip timing)."
+        ),
     ] = 3,
-    width: Annotated[
-        int | None,
-        typer.Option(help="Width of every model, where not solved (the solver's starting point)."),
-    ] = None,
+    width: Width = None,
     activation: Activation = None,
     batch_norm: BatchNorm = None,
-    device: Annotated[
-        str,
-        typer.Option(envvar="GRADBENCH_DEVICE", help="Where to time steps: auto, cpu, cuda, mps."),
-    ] = "auto",
+    device: DeviceOption = DeviceName.auto,
     threads: Threads = None,
     task_option: TaskOptions = None,
     data_dir: DataDir = None,
@@ -79,57 +87,38 @@ def budget_command(
     ] = False,
 ) -> None:
     """Solve widths for a matched budget and print parameters, FLOPs and step time; no training."""
+    params = dict(locals())  # the parsed options, by name: prepare_command picks its own
     import torch
 
-    from gradbench.cli import err, friendly_errors, out, parse_key_values, parse_number
-    from gradbench.config import TrainConfig
-    from gradbench.data import data_config
-    from gradbench.models.build import build_model, parse_model_arg
-    from gradbench.plugins import load_plugins
-    from gradbench.registry import TASKS
-    from gradbench.runner import Plan, load_task, prepare_models
+    from gradbench import budget as budgets
+    from gradbench.models.build import build_model
+    from gradbench.plan import prepare_command
+    from gradbench.runner import prepare_models
     from gradbench.train import pick_device
 
     with friendly_errors():
-        load_plugins(tasks_dir)
-        TASKS.resolve(task)  # unknown task: fail before loading any data
-        specs = [parse_model_arg(m) for m in model]
-        if match is not None and match not in budgets.MATCH_KINDS:
-            raise UsageError(f"--match {match!r} is not 'params' or 'flops'")
-        if target is not None and match is None:
-            raise UsageError("--target needs --match params or --match flops")
-        target_value = parse_number(target, "--target") if target is not None else None
-        total_flops = parse_number(flops_budget, "--flops-budget") if flops_budget else None
-        if time_steps < 0:
-            raise UsageError(f"--time-steps must be >= 0, got {time_steps}")
-        task_options = parse_key_values(task_option or [], "--task-option")
-        task_obj = load_task(task, data_config(data_dir, cache_dir, download), task_options)
-        defaults = dict(getattr(task_obj, "train_defaults", {}))
-        chosen = {"batch_size": batch_size, "device": device, "threads": threads}
-        # `budget` trains nothing; a one-step budget only satisfies TrainConfig.
-        given = {k: v for k, v in chosen.items() if v is not None}
-        config = TrainConfig(**(defaults | given | {"steps": 1}))
+        prepared = prepare_command(
+            params,
+            match=match,
+            match_target=match_target,
+            tolerance=tolerance,
+            needs_budget=False,  # `budget` trains nothing
+        )
+        total_flops = None
+        if flops_budget is not None:
+            total_flops = parse_number(flops_budget, "--flops-budget")
+            if not total_flops > 0:
+                raise UsageError(f"--flops-budget must be > 0, got {flops_budget}")
+        # A one-step budget only satisfies TrainConfig.
+        prepared.train_options.setdefault("steps", 1)
+        plan, task_obj = prepared.load()
+        config = plan.train
         if config.threads:
             torch.set_num_threads(config.threads)
-        plan = Plan(
-            task=task,
-            models=specs,
-            seeds=[0],
-            train=config,
-            task_options=task_options,
-            shared_model_options={
-                "width": width,
-                "activation": activation,
-                "batch_norm": batch_norm,
-            },
-            match=match,
-            match_target=target_value,
-            match_tolerance=tolerance,
-        )
-        prepared = prepare_models(plan, task_obj)  # solves widths; UsageError if unreachable
+        prepared_models = prepare_models(plan, task_obj)  # solves widths; UsageError if unreachable
         torch_device = pick_device(config.device)
         rows = []
-        for item in prepared:
+        for item in prepared_models:
             torch.manual_seed(0)
             net = build_model(item.spec.name, task_obj.input_spec(), item.options)
             total, trainable = budgets.count_parameters(net)
@@ -161,14 +150,16 @@ def budget_command(
             for row in rows:
                 typer.echo(json.dumps(row, default=str))
         else:
-            out.print(render_table(rows, match, tolerance, time_steps))
-        for note in tolerance_notes(prepared, task_obj, rows, config.batch_size):
+            out.print(render_table(rows, plan.match, tolerance, time_steps))
+        for note in tolerance_notes(prepared_models, task_obj, rows, config.batch_size):
             err.print(note, highlight=False, markup=False)
 
 
 def render_table(rows: list[dict[str, Any]], match: str | None, tolerance: float, time_steps: int):
     """A rich table, one row per model; the caption says what was matched and how."""
     from rich.table import Table
+
+    from gradbench import budget as budgets
 
     if match:
         target = rows[0]["match_target"] if rows else None
@@ -216,6 +207,8 @@ def render_table(rows: list[dict[str, Any]], match: str | None, tolerance: float
 
 def tolerance_notes(prepared: list[Any], task: Any, rows: list[dict[str, Any]], batch_size: int):
     """For a model no width puts within tolerance: the counts either side of the target."""
+    from gradbench import budget as budgets
+
     for item, row in zip(prepared, rows, strict=True):
         if not row.get("match") or row["match_within_tolerance"]:
             continue
@@ -234,18 +227,3 @@ def tolerance_notes(prepared: list[Any], task: Any, rows: list[dict[str, Any]], 
             f"{budgets.si_number(target)} {budgets.UNITS[kind]} ({'; '.join(sides)}); "
             "the row is flagged. Pick a target near one of these, or loosen --tolerance."
         )
-
-
-# The option aliases are shared with gradbench/cli.py, which imports this module at its
-# end; importing them here, after budget_command exists, works whichever module loads
-# first, and Typer resolves the (string) annotations only when the app is built.
-from gradbench.cli import (  # noqa: E402
-    Activation,
-    BatchNorm,
-    CacheDir,
-    DataDir,
-    Download,
-    TaskOptions,
-    TasksDir,
-    Threads,
-)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING
 
 from gradbench.task import Batch
+
+# torch is imported where it is used: the task modules import this one, and `gradbench
+# list tasks` imports them without paying torch's import time.
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def forward(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -22,6 +25,8 @@ def classification_metrics(
     model: nn.Module, batches: Iterable[Batch], device: torch.device, prefix: str
 ) -> dict[str, float]:
     """Accuracy and mean cross-entropy of a classifier over a split."""
+    import torch.nn.functional as F
+
     correct = 0
     total = 0
     loss_sum = 0.0

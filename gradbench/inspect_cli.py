@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.text import Text
 
+from gradbench.cli_options import ResultsDir, friendly_errors
 from gradbench.errors import GradbenchError, UsageError
-from gradbench.records import RESULTS_ENV, ResultsStore, RunRecord
+
+# numpy and the records module are imported where used: `gradbench --help` imports this
+# module and must stay fast.
+if TYPE_CHECKING:
+    import numpy as np
+
+    from gradbench.records import ResultsStore, RunRecord
 
 BARS = "▁▂▃▄▅▆▇█"
 # Heatmap cells: blue (small gradient) to yellow (large), with the bar height repeating it.
@@ -27,6 +33,8 @@ COLOURS = ("#30123b", "#4145ab", "#4675ed", "#1bcfd4", "#61fc6c", "#d1e834", "#f
 
 def resample(values: np.ndarray, width: int) -> np.ndarray:
     """Mean of the finite values in each of ``width`` equal bins (nan where a bin has none)."""
+    import numpy as np
+
     values = np.asarray(values, dtype=np.float64)
     if len(values) <= width:
         return values
@@ -43,6 +51,8 @@ def resample(values: np.ndarray, width: int) -> np.ndarray:
 
 def levels(values: np.ndarray, low: float | None = None, high: float | None = None) -> list[int]:
     """Index into BARS for each value (-1 for non-finite), scaled between low and high."""
+    import numpy as np
+
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return [-1] * len(values)
@@ -62,6 +72,8 @@ def levels(values: np.ndarray, low: float | None = None, high: float | None = No
 
 def sparkline(values: np.ndarray, width: int = 60, log: bool = False) -> str:
     """Bars for a series resampled to ``width``; '×' marks a non-finite value."""
+    import numpy as np
+
     values = np.asarray(values, dtype=np.float64)
     if log:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -72,7 +84,9 @@ def sparkline(values: np.ndarray, width: int = 60, log: bool = False) -> str:
 
 
 def heatmap(series: dict[str, np.ndarray], rows: int = 16, width: int = 60) -> Text | None:
-    """Per-weight-layer log10 gradient norms over probe steps, as coloured bars."""
+    """Per-weight-layer log10 RMS gradients (per element) over probe steps, as coloured bars."""
+    import numpy as np
+
     if "layer_grad_norm" not in series:
         return None
     from gradbench.report import weight_layer_grid
@@ -96,9 +110,41 @@ def heatmap(series: dict[str, np.ndarray], rows: int = 16, width: int = 60) -> T
         text.append("\n")
     text.append(
         f"  {'':>{label_width}} steps {steps[columns[0]]}..{steps[columns[-1]]}, "
-        f"{len(columns)} columns; colour scale log10 ||grad|| {low:+.1f} (▁) .. {high:+.1f} (█)\n"
+        f"{len(columns)} columns; colour scale log10 RMS grad {low:+.1f} (▁) .. {high:+.1f} (█)\n"
     )
     return text
+
+
+def timestep_lines(series: dict[str, np.ndarray], width: int = 60) -> list[str]:
+    """||dL/dh_t|| over time steps (from the sequence's start on the left to its end, where
+    the loss is, on the right) at the first and the last sampled training step, one log-scale
+    sparkline each on a shared scale: a vanishing gradient is a ramp rising to the right."""
+    import numpy as np
+
+    if "timestep_grad_norm_from_end" not in series or not len(series["timestep_steps"]):
+        return []
+    table = np.asarray(series["timestep_grad_norm_from_end"], dtype=np.float64)
+    steps = np.asarray(series["timestep_steps"])
+    lines = ["  dL/dh_t over time steps, aligned at each sequence's end (right; log scale)"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.where(table > 0, np.log10(table), np.nan)[:, ::-1]  # from the start
+    # Distances no sampled sequence reached are nan in every row: trim them.
+    reached = np.isfinite(logs).any(axis=0)
+    if not reached.any():
+        return []
+    logs = logs[:, reached]
+    finite = logs[np.isfinite(logs)]
+    low, high = float(finite.min()), float(finite.max())
+    for i in sorted({0, len(steps) - 1}):
+        bars = "".join(
+            "·" if level < 0 else BARS[level]
+            for level in levels(resample(logs[i], width), low, high)
+        )
+        lines.append(f"  at training step {int(steps[i]):>6} {bars}")
+    lines.append(
+        f"  {'':>24} {logs.shape[1]} time steps; scale 10^{low:+.1f} (▁) .. 10^{high:+.1f} (█)"
+    )
+    return lines
 
 
 def _fmt(value: Any, spec: str = ".3g") -> str:
@@ -118,11 +164,24 @@ def summary_lines(record: RunRecord) -> list[str]:
     lines = [f"verdict: {record.get('verdict') or 'none'}  ({figures.get('rule', 'no probes')})"]
     if figures.get("step") is not None:
         lines[-1] += f" at step {figures['step']}"
+    # The overall label is derived from these two windows (docs/probes.md).
+    for window in ("start", "end"):
+        part = figures.get(window) or {}
+        if part:
+            steps = part.get("steps") or []
+            span = f"steps {steps[0]}..{steps[-1]}" if steps else "no probe steps"
+            lines.append(
+                f"  {window}: {part.get('verdict') or 'none'} ({span}; "
+                f"first/last log10 {_fmt(part.get('first_last_ratio_log10'), '+.2f')}, "
+                "dL/dh_0 vs dL/dh_end log10 "
+                f"{_fmt(part.get('timestep_log10_start_to_end'), '+.2f')}, "
+                f"train loss {_fmt(part.get('train_loss'), '.4g')})"
+            )
     if not p:
         lines.append("no probe figures (the run used --probes off)")
         return lines
     lines.append(
-        f"first/last-layer grad norm: log10 {_fmt(p.get('first_last_ratio_log10'), '+.2f')} "
+        f"first/last-layer RMS grad: log10 {_fmt(p.get('first_last_ratio_log10'), '+.2f')} "
         f"(initial {_fmt(p.get('first_last_ratio_log10_initial'), '+.2f')}, final "
         f"{_fmt(p.get('first_last_ratio_log10_final'), '+.2f')}; "
         f"{p.get('first_layer')} vs {p.get('last_layer')}, {p.get('captures')} probe steps)"
@@ -186,20 +245,21 @@ def inspect_command(
         Path | None,
         typer.Option("--plot", help="Also write PNG plots (gradient flow, dL/dh_t, loss) here."),
     ] = None,
-    results: Annotated[
-        Path,
-        typer.Option("--results", envvar=RESULTS_ENV, help="Results directory (runs.jsonl)."),
-    ] = Path("results"),
+    results: ResultsDir = Path("results"),
     rows: Annotated[int, typer.Option(help="Most weight layers shown in the heatmap.")] = 16,
     width: Annotated[int, typer.Option(help="Most columns of sparklines and heatmap.")] = 60,
 ) -> None:
     """Show one run's gradient-flow evidence: verdict, ratios, per-layer norms over steps."""
-    from gradbench.cli import friendly_errors
+    from gradbench.records import ResultsStore
 
     console = Console(soft_wrap=True)
     with friendly_errors():
         if rows < 2 or width < 2:
             raise UsageError("--rows and --width must be at least 2")
+        if plot is not None:
+            from gradbench.plan import check_output_dir
+
+            check_output_dir(plot, "--plot")
         store = ResultsStore(results)
         record = find_run(store, run_id)
         try:
@@ -228,6 +288,8 @@ def inspect_command(
                 f"  grad norm {sparkline(series['grad_norm'], width, log=True)} (log scale)",
                 highlight=False,
             )
+        for line in timestep_lines(series, width):
+            console.print(line, highlight=False)
         grid = heatmap(series, rows, width)
         if grid is not None:
             console.print("  per-layer gradient norms (rows: weight layers, input at the bottom)")

@@ -30,6 +30,9 @@ def config_key(record: RunRecord) -> str:
         for k, v in record["budget"].items()
         if k.startswith("match") and k != "match_achieved" and k != "match_rel_error"
     }
+    # Two total-FLOPs budgets are two configurations, even though each model's steps
+    # (not a training option) are what the total set.
+    match["flops_budget"] = record["budget"].get("flops_budget")
     return json.dumps(
         [record["model"], record["model_options"], train, match, record.get("task_options", {})],
         sort_keys=True,
@@ -102,6 +105,7 @@ def build_tables(records: list[RunRecord], task: str | None = None) -> dict[str,
             budget=_budget_text(table_records),
             baselines=table_records[0].get("baselines") or {},
         )
+        frame.attrs["note"] = aggregation_note(frame)
         tables[f"{task_name} | {ds_key}"] = frame
     return tables
 
@@ -127,25 +131,42 @@ def _budget_text(records: list[RunRecord]) -> str:
     return text
 
 
+def is_diverged(record: RunRecord) -> bool:
+    """A seed whose loss, gradient or weights became NaN/Inf: a result, kept apart."""
+    return bool(record.get("diverged")) or record.get("verdict") == "diverged"
+
+
 def _row(
     group: list[RunRecord], differing: list[str], directions: dict[str, bool]
 ) -> dict[str, Any]:
+    """One configuration's aggregate. Seeds that finished and seeds that diverged are
+    kept apart: means, intervals and steps are over the finished seeds only (a diverged
+    run that stayed finite may still have been evaluated, at MSE 1e25, say), the
+    diverged ones are counted with the step each stopped at, and each metric says over
+    how many seeds its mean was taken (``{metric}_n``), so nothing drops out unseen.
+    """
     first = group[0]
     label = first["model_label"]
     extras = [f"{k}={first['train_options'].get(k)}" for k in differing]
     if extras:
         label += " [" + ", ".join(extras) + "]"
-    row: dict[str, Any] = {"model": label, "seeds": len(group)}
+    finished = [r for r in group if not is_diverged(r)]
+    diverged = sorted((r for r in group if is_diverged(r)), key=lambda r: r["seed"])
+    row: dict[str, Any] = {"model": label, "seeds": len(group), "finished": len(finished)}
+    row["budget"] = _budget_text(group)  # a column when a table holds several budgets
     for metric in directions:
-        mean, half = mean_interval([r["metrics"].get(metric) for r in group])
+        values = [r["metrics"].get(metric) for r in finished]
+        mean, half = mean_interval(values)
         row[f"{metric}_mean"] = mean
         row[f"{metric}_ci95"] = half
-    mean, half = mean_interval([r.get("final_train_loss") for r in group])
+        row[f"{metric}_n"] = sum(_finite(v) for v in values)
+    mean, half = mean_interval([r.get("final_train_loss") for r in finished])
     row["train_loss_mean"], row["train_loss_ci95"] = mean, half
-    row["diverged"] = sum(bool(r["diverged"]) for r in group)
+    row["diverged"] = len(diverged)
+    row["diverged_steps"] = ", ".join(str(r.get("diverged_step")) for r in diverged)
     verdicts = Counter(r.get("verdict") for r in group if r.get("verdict"))
     row["verdicts"] = ", ".join(f"{k}:{v}" for k, v in sorted(verdicts.items()))
-    ratios = [(r.get("probes") or {}).get("first_last_ratio_log10") for r in group]
+    ratios = [(r.get("probes") or {}).get("first_last_ratio_log10") for r in finished]
     row["first_last_log10"] = mean_interval([x for x in ratios if x is not None])[0]
     row["parameters"] = int(first["parameters"])
     flops = [r.get("flops_per_step") for r in group if r.get("flops_per_step")]
@@ -157,8 +178,11 @@ def _row(
         if first["budget"].get("match") and tolerance is not None
         else None
     )
-    row["steps"] = sum(r["steps"] for r in group) / len(group)
-    row["train_seconds"] = sum(r["train_seconds"] for r in group) / len(group)
+    # The budget's steps (finished seeds) apart from the divergence steps: a mean of
+    # both (41 for 1, 2, 1, 200, 1) would describe neither.
+    row["steps"] = sum(r["steps"] for r in finished) / len(finished) if finished else float("nan")
+    timed = finished or group  # a run cut short at step 1 did not spend the budget's time
+    row["train_seconds"] = sum(r["train_seconds"] for r in timed) / len(timed)
     if first.get("target"):
         reached = [r for r in group if r["target"]["reached"]]
         row["target_reached"] = f"{len(reached)}/{len(group)}"
@@ -167,6 +191,27 @@ def _row(
             max(r["target"]["seconds"] for r in reached) if len(reached) == len(group) else math.inf
         )
     return row
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def aggregation_note(frame: pd.DataFrame) -> str | None:
+    """The caption's word on diverged seeds and means over fewer seeds; None if neither."""
+    if frame.empty:
+        return None
+    notes = []
+    if frame["diverged"].sum():
+        notes.append(
+            "means, intervals and steps are over the seeds that finished; diverged seeds "
+            "are counted apart, with the step each stopped at under 'diverged at'"
+        )
+    primary = frame.attrs.get("primary_metric")
+    counts = frame.get(f"{primary}_n") if primary else None
+    if counts is not None and (counts != frame["finished"]).any():
+        notes.append("'in mean' counts the finished seeds whose metric entered the mean")
+    return "; ".join(notes) or None
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -187,6 +232,8 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Human columns: 'mean ± ci' strings, compact numbers, empty columns dropped."""
     out = pd.DataFrame()
     out["model"] = frame["model"]
+    if "budget" in frame and frame["budget"].nunique() > 1:
+        out["budget"] = frame["budget"]
     metrics = [c[: -len("_mean")] for c in frame.columns if c.endswith("_mean")]
     for metric in metrics:
         out[metric] = [
@@ -195,6 +242,11 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
         ]
     out["seeds"] = frame["seeds"]
     out["diverged"] = frame["diverged"]
+    if frame["diverged"].any():
+        out["diverged at"] = frame["diverged_steps"].map(lambda v: v or "—")
+    primary = frame.attrs.get("primary_metric")
+    if primary and (frame[f"{primary}_n"] != frame["finished"]).any():
+        out["in mean"] = frame[f"{primary}_n"]
     if frame["verdicts"].astype(bool).any():
         out["verdicts"] = frame["verdicts"]
     if frame["first_last_log10"].notna().any():
@@ -211,31 +263,144 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     for extra in ("target_reached", "time_to_target"):
         if extra in frame:
             out[extra] = frame[extra].map(fmt)
+    # Columns a caller added (`leaderboard --vs`: the paired difference from a reference).
+    for extra in frame.attrs.get("extra_columns", ()):
+        out[extra] = frame[extra]
     return out
 
 
-def to_markdown(tables: dict[str, pd.DataFrame]) -> str:
+def to_markdown(tables: dict[str, pd.DataFrame], view: TableView | None = None) -> str:
+    """GitHub-flavoured Markdown: a heading, the caption as a paragraph, then the table.
+
+    Every ``|`` in a title, header or cell is escaped (``log10 |g1|/|gL|`` would
+    otherwise split a column), and so are the characters that would start emphasis,
+    code or HTML; all columns unless ``view`` chooses.
+    """
+    view = view or TableView(wide=True)
     parts = []
     for title, frame in tables.items():
-        shown = display_frame(frame)
-        parts.append(f"### {title}\n")
-        parts.append(
-            f"Budget: {frame.attrs['budget']}. Primary metric: {frame.attrs['primary_metric']}."
-        )
+        shown, common = view.apply(frame)
+        parts.append(f"### {markdown_text(title)}\n")
+        paragraph = [
+            f"Budget: {markdown_text(frame.attrs['budget'])}. "
+            f"Primary metric: {markdown_text(frame.attrs['primary_metric'])}."
+        ]
+        if common:
+            paragraph.append(f"Every row: {markdown_text(common)}.")
+        if frame.attrs.get("note"):
+            note = frame.attrs["note"]
+            paragraph.append(markdown_text(note[0].upper() + note[1:]) + ".")
         if frame.attrs.get("baselines"):
-            parts.append(
+            paragraph.append(
                 "Trivial baselines: "
-                + ", ".join(f"{k} {fmt(v)}" for k, v in frame.attrs["baselines"].items())
+                + markdown_text(
+                    ", ".join(f"{k} {fmt(v)}" for k, v in frame.attrs["baselines"].items())
+                )
                 + "."
             )
+        parts.append("\n".join(paragraph))
         parts.append("")
-        header = "| " + " | ".join(shown.columns) + " |"
-        rule = "| " + " | ".join("---" for _ in shown.columns) + " |"
+        header = "| " + " | ".join(markdown_text(str(c)) for c in shown.columns) + " |"
+        rule = (
+            "|" + "|".join(" --- " if i == 0 else " ---: " for i in range(len(shown.columns))) + "|"
+        )
         lines = [header, rule]
         for _, row in shown.iterrows():
-            lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
+            lines.append("| " + " | ".join(markdown_text(str(v)) for v in row) + " |")
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
+
+
+def markdown_text(text: str) -> str:
+    """``text`` as literal Markdown inline text: ``|`` and the characters that would start
+    emphasis, code or HTML escaped."""
+    escaped = str(text).replace("\\", "\\\\")
+    # Underscores stay: inside a word (test_accuracy, leaky_relu) they start no emphasis.
+    for char in "|*`<":
+        escaped = escaped.replace(char, "\\" + char)
+    return " ".join(escaped.split())  # a newline would end the table row
+
+
+# Terminal tables: a default that fits 100 columns, and the rest on request.
+COMPACT_COLUMNS = (
+    "model",
+    "budget",
+    "{primary}",
+    "seeds",
+    "diverged",
+    "verdicts",
+    "log10 |g1|/|gL|",
+    "params",
+    "steps",
+)
+
+
+class TableView:
+    """Which columns a rendering shows, and labels shortened to what differs.
+
+    ``columns``: names to show (``model`` is always first); ``wide``: every column.
+    Otherwise the compact default (COMPACT_COLUMNS, the primary metric in its place).
+    """
+
+    def __init__(self, columns: list[str] | None = None, wide: bool = False):
+        self.columns = columns
+        self.wide = wide
+
+    def check(self, tables: dict[str, pd.DataFrame]) -> None:
+        """Unknown ``--columns`` names are one usage error listing the known ones."""
+        if not self.columns:
+            return
+        from gradbench.errors import UsageError
+
+        known: list[str] = []
+        for frame in tables.values():
+            known += [c for c in display_frame(frame).columns if c not in known]
+        unknown = [c for c in self.columns if c not in known and c != "budget"]
+        if unknown:
+            raise UsageError(f"--columns: no column {unknown[0]!r}; there are {', '.join(known)}")
+
+    def apply(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+        """The shown columns, and the label parts common to every row (for the caption)."""
+        shown = display_frame(frame)
+        if "budget" in shown:  # rows under one budget together, best first within it
+            shown = shown.sort_values("budget", kind="stable").reset_index(drop=True)
+        common = ""
+        if not self.wide and len(shown) > 1:
+            shown["model"], common = shorten_labels(list(shown["model"]))
+        if self.wide and not self.columns:
+            return shown, common
+        primary = frame.attrs.get("primary_metric", "")
+        wanted = self.columns or [c.format(primary=primary) for c in COMPACT_COLUMNS]
+        if "diverged" in wanted and not self.columns and not frame["diverged"].any():
+            wanted = [c for c in wanted if c != "diverged"]
+        chosen = ["model"] + [c for c in wanted if c in shown.columns and c != "model"]
+        chosen += [c for c in frame.attrs.get("extra_columns", ()) if c not in chosen]
+        return shown[chosen], common
+
+
+def _label_parts(label: str) -> tuple[str, list[str]]:
+    """'plain-20:width=16,init=he [lr=0.1]' -> ('plain-20', ['width=16', 'init=he', 'lr=0.1'])."""
+    head, _, extras = label.partition(" [")
+    name, _, options = head.partition(":")
+    parts = [p for p in options.split(",") if p]
+    parts += [p.strip() for p in extras.rstrip("]").split(",") if p.strip()]
+    return name, parts
+
+
+def shorten_labels(labels: list[str]) -> tuple[list[str], str]:
+    """Drop the option parts every label shares; they are returned once, for the caption."""
+    parsed = [_label_parts(label) for label in labels]
+    shared = set(parsed[0][1]).intersection(*(set(p) for _, p in parsed[1:]))
+    if not shared:
+        return labels, ""
+    short = []
+    for name, parts in parsed:
+        rest = [p for p in parts if p not in shared]
+        short.append(name + (":" + ",".join(rest) if rest else ""))
+    if len(set(short)) < len(short):  # shortening must not merge two rows' names
+        return labels, ""
+    ordered = [p for p in parsed[0][1] if p in shared]
+    return short, ", ".join(ordered)
 
 
 def to_csv(tables: dict[str, pd.DataFrame]) -> str:
@@ -258,23 +423,35 @@ def to_json(tables: dict[str, pd.DataFrame]) -> str:
     return json.dumps(payload, indent=2, default=str)
 
 
-def render_rich(tables: dict[str, pd.DataFrame], console) -> None:
+def render_rich(tables: dict[str, pd.DataFrame], console, view: TableView | None = None) -> None:
+    """Rich tables for the terminal: compact by default (see TableView), numbers never
+    wrapped or cut; the caption names every budget, the shared options, the notes."""
     from rich.markup import escape
     from rich.table import Table
 
+    view = view or TableView()
     # Cells are text, not markup: a label such as "plain-20 [lr=0.1]" would otherwise
     # be read as a rich style tag and vanish from the table.
-
     for title, frame in tables.items():
-        shown = display_frame(frame)
+        shown, common = view.apply(frame)
         caption = f"budget: {frame.attrs['budget']}"
+        if common:
+            caption += f"; every row: {common}"
+        if frame.attrs.get("note"):
+            caption += f"; {frame.attrs['note']}"
         if frame.attrs.get("baselines"):
             caption += "; trivial baselines: " + ", ".join(
                 f"{k} {fmt(v)}" for k, v in frame.attrs["baselines"].items()
             )
-        table = Table(title=escape(title), caption=escape(caption))
+        if not view.wide and not view.columns:
+            caption += "; --wide for every column"
+        table = Table(title=escape(title), caption=escape(caption), padding=(0, 1))
         for column in shown.columns:
-            table.add_column(escape(str(column)), justify="left" if column == "model" else "right")
+            if column == "model":
+                table.add_column("model", justify="left", overflow="fold")
+            else:
+                header = escape(str(column))
+                table.add_column(header, justify="right", no_wrap=True)
         for _, row in shown.iterrows():
             table.add_row(*(escape(str(v)) for v in row))
         console.print(table)

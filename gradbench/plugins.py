@@ -25,9 +25,14 @@ TASKS_DIR_ENV = "GRADBENCH_TASKS_DIR"
 _loaded: set[str] = set()
 
 
-def load_plugins(tasks_dir: str | Path | None = None) -> None:
-    """Import every plugin once; safe to call repeatedly."""
-    import gradbench.models  # noqa: F401  (built-in models)
+def load_plugins(tasks_dir: str | Path | None = None, *, models: bool = True) -> None:
+    """Import every plugin once; safe to call repeatedly.
+
+    ``models=False`` skips the built-in models (and torch with them): `list tasks` needs
+    only the task registrations, which import torch inside their factories.
+    """
+    if models:
+        import gradbench.models  # noqa: F401  (built-in models)
 
     if "builtin" not in _loaded:
         import gradbench_tasks
@@ -53,6 +58,7 @@ def load_plugins(tasks_dir: str | Path | None = None) -> None:
 def load_directory(directory: Path) -> None:
     if not directory.is_dir():
         raise UsageError(f"tasks directory {str(directory)!r} does not exist")
+    _loaded.add(f"dir:{directory.resolve()}")
     for path in sorted(directory.glob("*.py")):
         key = f"file:{path.resolve()}"
         if key in _loaded or path.name.startswith("_"):
@@ -63,8 +69,54 @@ def load_directory(directory: Path) -> None:
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        with _plugin_errors(f"task plugin {str(path)!r}"):
-            spec.loader.exec_module(module)
+        try:
+            with _plugin_errors(f"task plugin {str(path)!r}"):
+                spec.loader.exec_module(module)
+        except GradbenchError:
+            sys.modules.pop(name, None)  # a half-imported module must not be found later
+            raise
+
+
+def _registers_a_task(path: Path) -> bool:
+    """Whether a file registers a task at its top level (not in a string or a test)."""
+    import ast
+
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if "TASKS" not in text:
+            return False
+        tree = ast.parse(text)
+    except (OSError, SyntaxError, ValueError):
+        return False
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            if any(ast.unparse(d).startswith("TASKS.register") for d in node.decorator_list):
+                return True
+    return False
+
+
+def plugin_folder_hint(start: Path | None = None) -> str:
+    """A hint naming folders beside ``start`` that hold plugin files, or ''.
+
+    For "unknown task": a user with a folder of plugins who forgot ``--tasks-dir`` is told
+    where the registrations are. Only the immediate sub-folders are looked at.
+    """
+    start = Path(start or Path.cwd())
+    try:
+        folders = sorted(p for p in start.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return ""
+    found = []
+    for folder in folders:
+        if (folder / "__init__.py").is_file() and folder.name == "tasks":
+            continue  # the checkout's built-in tasks package
+        if f"dir:{folder.resolve()}" in _loaded:
+            continue  # given with --tasks-dir already
+        if any(_registers_a_task(f) for f in sorted(folder.glob("*.py"))[:50]):
+            found.append(folder.name)
+    if not found:
+        return ""
+    return f"; {', '.join(found)} holds task plugins: pass --tasks-dir {found[0]}"
 
 
 @contextmanager
@@ -74,5 +126,8 @@ def _plugin_errors(what: str) -> Iterator[None]:
         yield
     except GradbenchError:
         raise
-    except Exception as error:
-        raise GradbenchError(f"{what} failed to load: {type(error).__name__}: {error}") from error
+    except (Exception, SystemExit, KeyboardInterrupt) as error:
+        # A plugin that calls sys.exit() or raises KeyboardInterrupt while importing is
+        # broken, not a request to stop gradbench: report it like any other failure.
+        detail = f"{type(error).__name__}: {error}".rstrip(": ")
+        raise GradbenchError(f"{what} failed to load: {detail}") from None

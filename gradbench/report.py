@@ -3,9 +3,11 @@
 Each function takes the run's series (``ResultsStore.series``) and writes one PNG with
 matplotlib's Agg canvas directly (no pyplot state, no display needed):
 
-- ``gradient_flow_heatmap``: log10 gradient norm per weight layer (rows, input at the
-  bottom) over the probe steps (columns);
-- ``timestep_curve``: ||∂L/∂h_t|| against t for each sampled step, log scale;
+- ``gradient_flow_heatmap``: log10 RMS gradient per element of each weight layer (rows,
+  input at the bottom; comparable across layer sizes) over the probe steps (columns);
+- ``timestep_curve``: ||∂L/∂h|| against the distance from each sequence's own end, for
+  sampled steps, log scale, axes fitted to the values measured (padding and exact
+  zeros are left out, not drawn at a floor);
 - ``loss_curve``: training loss and global gradient norm per step, with the non-finite
   event and the gradient-explosion step marked.
 """
@@ -41,10 +43,15 @@ def _save(figure: Figure, path: Path) -> Path:
 
 
 def weight_layer_grid(series: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(log10 grad norms as layers x steps, layer names, steps), weight layers only."""
+    """(log10 RMS grads as layers x steps, layer names, steps), weight layers only.
+
+    RMS per element (``layer_grad_rms``), so a 3x3 stem and a 64-channel block compare;
+    series written before it existed fall back to the raw norms.
+    """
     kinds = [str(k) for k in series["layer_kinds"]]
     keep = [i for i, kind in enumerate(kinds) if kind == "weight"] or list(range(len(kinds)))
-    norms = np.asarray(series["layer_grad_norm"], dtype=np.float64)[:, keep]
+    quantity = "layer_grad_rms" if "layer_grad_rms" in series else "layer_grad_norm"
+    norms = np.asarray(series[quantity], dtype=np.float64)[:, keep]
     with np.errstate(divide="ignore", invalid="ignore"):
         grid = np.log10(np.maximum(norms, FLOOR)).T
     grid[~np.isfinite(norms.T)] = np.nan
@@ -63,7 +70,7 @@ def gradient_flow_heatmap(
     image = axes.imshow(
         grid, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest"
     )
-    figure.colorbar(image, ax=axes, label="log10 ||grad||")
+    figure.colorbar(image, ax=axes, label="log10 RMS grad per element")
     ticks = np.unique(np.linspace(0, len(steps) - 1, min(len(steps), 10)).round().astype(int))
     axes.set_xticks(ticks, [str(steps[i]) for i in ticks])
     every = max(1, len(names) // 12)
@@ -71,7 +78,7 @@ def gradient_flow_heatmap(
     axes.set_xlabel("training step")
     axes.set_ylabel("weight layer (input at the bottom)")
     ratio = (record or {}).get("probes", {}).get("first_last_ratio_log10")
-    subtitle = f"first/last-layer log10 ratio {ratio:+.2f}" if ratio is not None else ""
+    subtitle = f"first/last-layer log10 RMS ratio {ratio:+.2f}" if ratio is not None else ""
     axes.set_title(f"Gradient flow: {_title(record or {})}\n{subtitle}", fontsize=9)
     return _save(figure, path)
 
@@ -79,9 +86,15 @@ def gradient_flow_heatmap(
 def timestep_curve(
     series: dict[str, np.ndarray], path: Path, record: RunRecord | None = None
 ) -> Path | None:
-    if "timestep_grad_norm" not in series:
+    """||∂L/∂h|| against the distance from each sequence's end (the loss is at distance 0).
+
+    Only positive, finite values are drawn (padding is nan, an underflowed gradient 0),
+    and the y axis spans what was measured, so the curve is never lost under a 1e-30
+    floor. A run's whole curve may still span many decades: then that is the finding.
+    """
+    if "timestep_grad_norm_from_end" not in series:
         return None
-    table = np.asarray(series["timestep_grad_norm"], dtype=np.float64)
+    table = np.asarray(series["timestep_grad_norm_from_end"], dtype=np.float64)
     steps = np.asarray(series["timestep_steps"])
     decays = np.asarray(series.get("timestep_decay_per_step", np.full(len(steps), np.nan)))
     figure = Figure(figsize=(7, 4))
@@ -89,21 +102,33 @@ def timestep_curve(
     cmap = colormaps["plasma"]
     # Too many curves are unreadable: at most 8, spread over training.
     chosen = np.unique(np.linspace(0, len(steps) - 1, min(len(steps), 8)).round().astype(int))
+    drawn = []
     for rank, i in enumerate(chosen):
-        values = np.maximum(table[i], FLOOR)
+        values = table[i]
+        shown = np.isfinite(values) & (values > 0)
+        if not shown.any():
+            continue
         label = f"step {steps[i]}"
         if np.isfinite(decays[i]):
             label += f" (slope {decays[i]:+.3f} log10/step)"
+        distance = np.arange(len(values))
         axes.plot(
-            np.arange(len(values)),
-            values,
+            distance[shown],
+            values[shown],
             color=cmap(rank / max(1, len(chosen) - 1) * 0.85),
             label=label,
             linewidth=1.2,
         )
+        drawn.append(values[shown])
+    if not drawn:
+        return None
+    measured = np.concatenate(drawn)
+    low, high = float(measured.min()), float(measured.max())
     axes.set_yscale("log")
-    axes.set_xlabel("time step t (the loss is read at the end)")
-    axes.set_ylabel("||dL/dh_t||")
+    axes.set_ylim(low / 2, high * 2)
+    axes.invert_xaxis()  # time runs left to right: the sequence's end (the loss) on the right
+    axes.set_xlabel("steps before each sequence's own end (padding left out)")
+    axes.set_ylabel("||dL/dh|| (RMS over sampled sequences)")
     axes.legend(fontsize=7)
     axes.set_title(f"Gradient through time: {_title(record or {})}", fontsize=9)
     return _save(figure, path)

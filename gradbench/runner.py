@@ -7,14 +7,15 @@ names, options, budget), so bad input never leaves a partial set of records.
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from gradbench import budget as budgets
+from gradbench import device as device_settings
+from gradbench.cli_options import parse_seeds  # noqa: F401  (its home; imported from here too)
 from gradbench.config import TrainConfig
 from gradbench.errors import UsageError
 from gradbench.models.build import ModelSpec, build_model, resolve_options
@@ -24,6 +25,10 @@ from gradbench.records import SCHEMA_VERSION, ResultsStore, RunRecord, environme
 from gradbench.registry import TASKS
 from gradbench.task import DataConfig, Task
 from gradbench.train import TrainResult, pick_device, train
+
+if TYPE_CHECKING:
+    from gradbench.checkpoint import Checkpointer
+    from gradbench.executors import Execution
 
 
 @dataclass
@@ -50,42 +55,21 @@ class PreparedModel:
     match: dict[str, Any] | None = None
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0,1,2' or '0-4' or a mix ('0-2,7'); duplicates and negatives are errors."""
-    seeds: list[int] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        low, sep, high = part.partition("-")
-        try:
-            values = range(int(low), int(high) + 1) if sep else [int(part)]
-        except ValueError:
-            raise UsageError(
-                f"--seeds {text!r}: write integers separated by commas or ranges, e.g. 0,1,2 or 0-4"
-            ) from None
-        if not values:
-            raise UsageError(f"--seeds {text!r}: the range {part!r} is empty (write low-high)")
-        seeds.extend(values)
-    if not seeds:
-        raise UsageError(f"--seeds {text!r} names no seed")
-    if len(set(seeds)) != len(seeds):
-        raise UsageError(f"--seeds {text!r} repeats a seed")
-    return seeds
-
-
 def load_task(name: str, data: DataConfig, options: dict[str, Any]) -> Task:
+    """Create task ``name``: options typed against the factory's signature before any
+    data is read (gradbench.options), the object checked against the Task protocol."""
+    from gradbench.options import coerce_options
+    from gradbench.task import check_task
+
     load_plugins()
     entry, implied = TASKS.resolve(name)
-    # Name a misspelt option before any data is read, rather than after a long load.
-    params = inspect.signature(entry.factory).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    known = [k for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    unknown = [k for k in options if k not in known]
-    if unknown and not takes_any:
-        takes = ", ".join(known) or "no options"
-        raise UsageError(f"task {name} has no option {unknown[0]!r}; it takes {takes}")
+    typed = coerce_options(f"task {name}", entry.factory, options)
     try:
-        return entry.factory(data, **{**implied, **options})
+        task = entry.factory(data, **{**implied, **typed})
     except TypeError as error:
         raise UsageError(f"task {name}: {error}") from None
+    check_task(task, name)
+    return task
 
 
 def check_training(config: TrainConfig, task: Task) -> None:
@@ -99,7 +83,9 @@ def check_training(config: TrainConfig, task: Task) -> None:
         raise UsageError(
             f"--batch-size {config.batch_size} is larger than the training set ({train_size})"
         )
-    if config.schedule != "constant" and config.steps is None and config.epochs is None:
+    # "plateau" follows evaluations, not the step count: it needs no step budget.
+    no_steps = config.steps is None and config.epochs is None
+    if config.schedule not in ("constant", "plateau") and no_steps:
         raise UsageError(f"--schedule {config.schedule} needs a --steps or --epochs budget")
     metrics = [m.name for m in task.metrics]
     if config.target_metric is not None and config.target_metric not in metrics:
@@ -155,11 +141,13 @@ def run_one(
     plan: Plan,
     *,
     on_progress: Callable[[int, int | None], None] | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> tuple[RunRecord, dict]:
     config = plan.train
     if config.threads:
         torch.set_num_threads(config.threads)
     device = pick_device(config.device)
+    device_settings.configure(device, config)  # determinism, cuDNN; recorded below
     if device.type == "cpu":
         # Vanishing gradients reach the denormal range (< 1.2e-38), where x86 arithmetic
         # is 5-7x slower (seen on RNN/GRU at T >= 100); flushing them to zero changes no
@@ -169,16 +157,29 @@ def run_one(
     model = build_model(item.spec.name, task.input_spec(), item.options)
     total, trainable = budgets.count_parameters(model)
     flops = budgets.flops_per_step(model, task, config.batch_size)
+    _, flops_basis = budgets.representative_batches(task, config.batch_size)
     if plan.flops_budget is not None:
         config = budgets.apply_flops_budget(config, flops, plan.flops_budget)
     probes = make_probes(config.probes, model, task, config)
     result: TrainResult = train(
-        task, model, config, seed=seed, device=device, hooks=probes, on_progress=on_progress
+        task,
+        model,
+        config,
+        seed=seed,
+        device=device,
+        hooks=probes,
+        on_progress=on_progress,
+        checkpoint=checkpoint,
     )
     verdict, verdict_figures = probes.verdict(result)
     summary = probes.summary()
     if verdict_figures:
         summary = {**summary, "verdict_figures": verdict_figures}
+    train_options = plan.train.as_dict()
+    if plan.flops_budget is not None:
+        # Each model's steps come from the total (record "steps", "budget"); the plan's
+        # step count is only a stand-in and is not recorded as if it were asked for.
+        train_options.update(steps=None, epochs=None)
     record: RunRecord = {
         "schema_version": SCHEMA_VERSION,
         "run_id": new_run_id(),
@@ -193,7 +194,7 @@ def run_one(
         "model_label": item.spec.label,
         "model_options": item.options,
         # As asked for: under a total-FLOPs budget the per-model step count is in "steps".
-        "train_options": plan.train.as_dict(),
+        "train_options": train_options,
         "seed": seed,
         "init_seed": seed,
         "data_seed": seed,
@@ -202,15 +203,18 @@ def run_one(
             budgets.flops_budget_record(plan.flops_budget, flops, result.steps)
             if plan.flops_budget is not None
             else {}
-        ),
+        )
+        | {"flops_budget": plan.flops_budget},
         "parameters": total,
         "trainable_parameters": trainable,
         "flops_per_step": flops,
         "flops_per_sample": flops / config.batch_size if flops else None,
+        "flops_basis": flops_basis,
         "steps": result.steps,
         "epochs": result.epochs,
         "train_seconds": result.train_seconds,
         "eval_seconds": result.eval_seconds,
+        "probe_seconds": result.probe_seconds,
         "stop_reason": result.stop_reason,
         "metrics": result.metrics,
         "metric_directions": {m.name: m.higher_is_better for m in task.metrics},
@@ -234,8 +238,12 @@ def run_one(
         "baselines": dict(getattr(task, "baselines", {}) or {}),
         "probes": summary,
         "verdict": verdict,
+        "verdict_start": (verdict_figures.get("start") or {}).get("verdict"),
+        "verdict_end": (verdict_figures.get("end") or {}).get("verdict"),
+        "verdict_evidence": verdict_figures,
         "environment": environment(str(device), torch.get_num_threads())
         | {"flush_denormal": device.type == "cpu"},
+        "fast": result.fast or None,
     }
     series = {
         "loss": result.losses,
@@ -278,16 +286,34 @@ def run_plan(
     on_start: Callable[[PreparedModel, int], Callable[[int, int | None], None] | None]
     | None = None,
     on_record: Callable[[RunRecord], None] | None = None,
+    execution: Execution | None = None,
 ) -> list[RunRecord]:
+    """Run every cell of ``plan``; the executor (gradbench.executors) decides where.
+
+    This process stays the only writer of ``store``. By default every cell runs here,
+    one after the other; ``execution`` can skip complete cells (resume), use worker
+    processes or Ray, retry failures and checkpoint long runs.
+    """
+    from gradbench.executors import Execution, run_cells
+
     check_training(plan.train, task)
     prepared = prepare_models(plan, task)
-    records = []
-    for item in prepared:
-        for seed in plan.seeds:
-            progress = on_start(item, seed) if on_start else None
-            record, series = run_one(plan.task, task, item, seed, plan, on_progress=progress)
-            store.append(record, series)
-            records.append(record)
-            if on_record:
-                on_record(record)
-    return records
+    return run_cells(
+        plan,
+        task,
+        prepared,
+        store,
+        execution or Execution(),
+        on_start=on_start,
+        on_record=on_record,
+    )
+
+
+def diverged_runs(records: list[RunRecord]) -> list[RunRecord]:
+    """The records of runs that diverged (a NaN/Inf loss, gradient or weight).
+
+    A diverged run is a result, so ``gradbench run`` exits 0 when every run finished,
+    diverged or not; ``--fail-on-diverged`` (for CI) exits non-zero when this is not
+    empty. See docs/probes.md, "Exit status".
+    """
+    return [r for r in records if r.get("diverged") or r.get("verdict") == "diverged"]

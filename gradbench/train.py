@@ -1,10 +1,11 @@
 """The one training loop every task and model shares.
 
-It owns the budget (steps, epochs, training seconds with evaluation excluded, or a
-target metric), the optimiser and schedule, clipping, precision, evaluation on a
-schedule, and divergence: a non-finite loss or gradient stops the run and is
-recorded with its step; it is a result, not a crash. What the gradients looked like
-along the way is the business of the hooks (``gradbench.probes``), not of this loop.
+It owns the budget (steps, epochs, training seconds with evaluation and the probes'
+own work excluded, or a target metric), the optimiser and schedule, clipping,
+precision, evaluation on a schedule, and divergence: a non-finite loss or gradient
+stops the run and is recorded with its step; it is a result, not a crash. What the
+gradients looked like along the way is the business of the hooks
+(``gradbench.probes``), not of this loop.
 """
 
 from __future__ import annotations
@@ -20,8 +21,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from gradbench import fast
+from gradbench.checkpoint import Checkpointer
 from gradbench.config import TrainConfig
 from gradbench.errors import UsageError
+from gradbench.optim import (  # noqa: F401 (lr_factor, make_optimizer: re-exported)
+    Schedule,
+    evaluation_interval,
+    lr_factor,
+    make_optimizer,
+)
 from gradbench.task import Batch, Task
 
 Clock = Callable[[], float]
@@ -73,6 +82,11 @@ class TrainResult:
     target_step: int | None = None
     target_seconds: float | None = None
     clip_hits: int = 0
+    # Seconds spent inside the hooks (the gradient probes), kept out of train_seconds so
+    # a --seconds budget buys every model the same training, whatever its probes cost.
+    probe_seconds: float = 0.0
+    # What fast mode did (gradbench.fast): channels-last, compiled, compile seconds.
+    fast: dict = field(default_factory=dict)
     evals: list[dict[str, float]] = field(default_factory=list)
     # Per training step: loss and global gradient norm before clipping.
     losses: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
@@ -93,37 +107,20 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "sgd-momentum":
-        return torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def lr_factor(config: TrainConfig, total_steps: int | None) -> Callable[[int], float]:
-    """Multiplier of the base learning rate at a step: linear warm-up, then the schedule."""
-    if config.schedule != "constant" and total_steps is None:
-        raise UsageError(f"--schedule {config.schedule} needs a --steps or --epochs budget")
-
-    def factor(step: int) -> float:
-        if config.warmup_steps and step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        if config.schedule == "constant":
-            return 1.0
-        assert total_steps is not None
-        progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
-        if config.schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        # "step": divide by 10 at 50% and 75% of training, as He et al. (2016) did.
-        return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
-
-    return factor
+# The loop's own state that a checkpoint carries over a kill (gradbench.checkpoint).
+RESUMED = (
+    "step",
+    "epoch",
+    "losses",
+    "grad_norms",
+    "evals",
+    "train_seconds",
+    "eval_seconds",
+    "probe_seconds",
+    "clip_hits",
+    "target_step",
+    "target_seconds",
+)
 
 
 def target_met(value: float, target: float, higher_is_better: bool) -> bool:
@@ -140,6 +137,7 @@ def train(
     hooks: TrainHooks | None = None,
     clock: Clock = time.perf_counter,
     on_progress: Callable[[int, int | None], None] | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``task`` until the budget in ``config`` is spent or it diverges.
 
@@ -149,6 +147,8 @@ def train(
     device = device or pick_device(config.device)
     hooks = hooks or NoHooks()
     model.to(device).train()
+    # The module a training step calls: the model itself, or its compiled form (--fast).
+    step_model, fast_info = fast.prepare(model, task, config, device)
     optimizer = make_optimizer(model, config)
     train_size = task.dataset_id("train").num_examples
     steps_per_epoch = train_size // config.batch_size
@@ -162,23 +162,27 @@ def train(
     if config.epochs is not None:
         caps.append((max(1, math.ceil(config.epochs * steps_per_epoch)), "epochs"))
     total_steps, step_cap_reason = min(caps) if caps else (None, None)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_steps))
     higher = {m.name: m.higher_is_better for m in task.metrics}
     if config.target_metric is not None and config.target_metric not in higher:
         raise UsageError(
             f"--target metric {config.target_metric!r} is not one of {', '.join(higher)}"
         )
+    # An adaptive schedule watches the metric a target names, else the task's primary one.
+    watched = config.target_metric or task.metrics[0].name
+    scheduler = Schedule(optimizer, config, total_steps, watched, higher[watched])
+    eval_every = evaluation_interval(config, total_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16)
-        if config.precision == "bf16"
+        if config.precision == "bf16" or fast_info.get("bf16_autocast")
         else contextlib.nullcontext()
     )
 
     losses: list[float] = []
     grad_norms: list[float] = []
     evals: list[dict[str, float]] = []
-    train_seconds = eval_seconds = 0.0
+    train_seconds = eval_seconds = probe_seconds = 0.0
+    segment_probe = 0.0  # hook seconds inside the current timed segment
     clip_hits = 0
     step = 0
     stop_reason: str | None = None
@@ -197,18 +201,41 @@ def train(
         evals.append({"step": step, "train_seconds": train_seconds, **metrics})
         return metrics
 
-    hooks.start(model, task, config)
+    def observe(hook: Callable[..., None], *args) -> None:
+        """Call a hook, and book its time as probing rather than training."""
+        nonlocal probe_seconds, segment_probe
+        started = clock()
+        hook(*args)
+        spent = clock() - started
+        probe_seconds += spent
+        segment_probe += spent
+
+    def segment_seconds() -> float:
+        """Training seconds of the current segment: wall time less the hooks' share."""
+        return clock() - segment_start - segment_probe
+
+    observe(hooks.start, model, task, config)
     epoch = 0
+    if checkpoint is not None and (saved := checkpoint.restore(model, optimizer, scheduler, hooks)):
+        step, epoch, losses, grad_norms, evals = (saved[k] for k in RESUMED[:5])
+        train_seconds, eval_seconds, probe_seconds, clip_hits = (saved[k] for k in RESUMED[5:9])
+        target_step, target_seconds = saved["target_step"], saved["target_seconds"]
     while stop_reason is None:
         segment_start = clock()
+        segment_probe = 0.0
         got_batch = False
-        for batch in task.batches("train", config.batch_size, seed=seed * 1_000_003 + epoch):
+        batches = task.batches("train", config.batch_size, seed=seed * 1_000_003 + epoch)
+        if checkpoint is not None:  # a resumed epoch skips what was trained before the kill
+            batches, got_batch = checkpoint.batches(batches)
+        for batch in batches:
             got_batch = True
             batch = batch.to(device)
             optimizer.zero_grad(set_to_none=True)
             with autocast:
                 output = (
-                    model(batch.x, batch.lengths) if batch.lengths is not None else model(batch.x)
+                    step_model(batch.x, batch.lengths)
+                    if batch.lengths is not None
+                    else step_model(batch.x)
                 )
                 loss = task.loss(output, batch)
             loss.backward()
@@ -220,7 +247,7 @@ def train(
             loss_value, norm_value, *largest = torch.stack(figures).tolist()
             losses.append(loss_value)
             grad_norms.append(norm_value)
-            hooks.after_backward(step, model, batch, loss_value, norm_value)
+            observe(hooks.after_backward, step, model, batch, loss_value, norm_value)
             if not math.isfinite(loss_value) or not math.isfinite(norm_value):
                 divergence = "loss" if not math.isfinite(loss_value) else "gradient"
                 stop_reason = "diverged"
@@ -232,21 +259,19 @@ def train(
                 clip_hits += largest[0] > config.clip_value
                 torch.nn.utils.clip_grad_value_(params, config.clip_value)
             optimizer.step()
-            scheduler.step()
-            hooks.after_step(step, model)
+            scheduler.after_step()
+            observe(hooks.after_step, step, model)
             step += 1
             if on_progress is not None:
                 on_progress(step, total_steps)
             if total_steps is not None and step >= total_steps:
                 stop_reason = step_cap_reason
-            elif (
-                config.seconds is not None
-                and train_seconds + clock() - segment_start >= config.seconds
-            ):
+            elif config.seconds is not None and train_seconds + segment_seconds() >= config.seconds:
                 stop_reason = "seconds"
-            if stop_reason is None and config.eval_every and step % config.eval_every == 0:
-                train_seconds += clock() - segment_start
+            if stop_reason is None and eval_every and step % eval_every == 0:
+                train_seconds += segment_seconds()
                 metrics = evaluate()
+                scheduler.after_eval(metrics)
                 if config.target_metric is not None and target_met(
                     metrics[config.target_metric],
                     config.target_value,
@@ -255,6 +280,31 @@ def train(
                     target_step, target_seconds = step, train_seconds
                     stop_reason = "target"
                 segment_start = clock()
+                segment_probe = 0.0
+            if stop_reason is None and checkpoint is not None and checkpoint.due(step):
+                train_seconds += segment_seconds()  # writing it is not training
+                loop = {
+                    "losses": losses,
+                    "grad_norms": grad_norms,
+                    "evals": evals,
+                    "train_seconds": train_seconds,
+                    "eval_seconds": eval_seconds,
+                    "probe_seconds": probe_seconds,
+                    "clip_hits": clip_hits,
+                    "target_step": target_step,
+                    "target_seconds": target_seconds,
+                }
+                checkpoint.save(
+                    step=step,
+                    epoch=epoch,
+                    model=model,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    hooks=hooks,
+                    loop=loop,
+                )
+                segment_start = clock()
+                segment_probe = 0.0
             if stop_reason is not None:
                 break
         else:
@@ -263,10 +313,10 @@ def train(
                     f"task {task.name}: the training split gave no batch of {config.batch_size}"
                 )
             epoch += 1
-            train_seconds += clock() - segment_start
+            train_seconds += segment_seconds()
             continue
-        train_seconds += clock() - segment_start
-    hooks.finish(model, step)
+        train_seconds += segment_seconds()
+    observe(hooks.finish, model, step)
 
     final_metrics = (
         evaluate()
@@ -300,6 +350,8 @@ def train(
         target_step=target_step,
         target_seconds=target_seconds,
         clip_hits=int(clip_hits),
+        probe_seconds=probe_seconds,
+        fast=fast_info,
         evals=evals,
         losses=np.asarray(losses, np.float32),
         grad_norms=np.asarray(grad_norms, np.float32),

@@ -16,26 +16,21 @@ import os
 import shutil
 import tempfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
-import torchvision
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from gradbench.data import file_digest, locate, obtain
 from gradbench.errors import DataError, UsageError
-from gradbench.evaluation import classification_metrics
+from gradbench.options import Count
 from gradbench.registry import TASKS
-from gradbench.task import (
-    Batch,
-    DataConfig,
-    DatasetId,
-    InputSpec,
-    MetricSpec,
-    epoch_indices,
-)
+from gradbench.task import DataConfig
+
+# torch and torchvision are imported by the factories, not here: `gradbench list tasks`
+# imports this module and must not pay for them.
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from gradbench.classification import ImageClassification
 
 # (archive, md5 of the archive as published, md5 of the decompressed IDX file as published)
 FASHION_FILES = {
@@ -66,16 +61,31 @@ FASHION_STATS = ((0.2860,), (0.3530,))
 FASHION_CLASSES = 10
 
 
-class _CachedFashionMNIST(torchvision.datasets.FashionMNIST):
-    """torchvision's reader, pointed at the verified, decompressed files in the cache."""
+def __getattr__(name: str) -> Any:
+    # The task class lives in gradbench.classification (it imports torch); older code
+    # imports it from here.
+    if name == "ImageClassification":
+        from gradbench.classification import ImageClassification
 
-    def __init__(self, raw_dir: Path, train: bool):
-        self._raw_dir = raw_dir
-        super().__init__(str(raw_dir), train=train, download=False)
+        return ImageClassification
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    @property
-    def raw_folder(self) -> str:
-        return str(self._raw_dir)
+
+def read_fashion_mnist(raw_dir: Path, train: bool) -> tuple[Tensor, Tensor]:
+    """(N, 1, 28, 28) uint8 images and labels, read by torchvision's FashionMNIST from
+    the verified, decompressed files in the cache."""
+    import torchvision
+
+    class CachedFashionMNIST(torchvision.datasets.FashionMNIST):
+        @property
+        def raw_folder(self) -> str:
+            return str(raw_dir)
+
+    try:
+        reader = CachedFashionMNIST(str(raw_dir), train=train, download=False)
+    except (RuntimeError, ValueError, AssertionError) as error:
+        raise DataError(f"fashion-mnist: cannot read {raw_dir} ({error})") from None
+    return reader.data.unsqueeze(1), reader.targets
 
 
 def prepare_fashion_mnist(data: DataConfig) -> tuple[Path, str]:
@@ -146,82 +156,16 @@ def prepare_fashion_mnist(data: DataConfig) -> tuple[Path, str]:
     return raw_dir, "local" if sources == {"local"} else "download"
 
 
-class ImageClassification:
-    """Classify small images; inputs standardised, held in memory as one tensor per split."""
-
-    metrics = (
-        MetricSpec("test_accuracy", True),
-        MetricSpec("test_loss", False),
-    )
-
-    def __init__(
-        self,
-        name: str,
-        dataset: str,
-        train: tuple[Tensor, Tensor],
-        test: tuple[Tensor, Tensor],
-        source: str,
-        version: str,
-        num_classes: int,
-        train_limit: int | None = None,
-    ):
-        self.name = name
-        self.dataset = dataset
-        self.source = source
-        self.version = version
-        self.num_classes = num_classes
-        self.train_limit = train_limit
-        self.splits = {"train": train, "test": test}
-
-    def input_spec(self) -> InputSpec:
-        return InputSpec(
-            kind="image",
-            shape=tuple(self.splits["train"][0].shape[1:]),
-            num_outputs=self.num_classes,
-        )
-
-    def batches(self, split: str, batch_size: int, seed: int) -> Iterator[Batch]:
-        images, labels = self.splits[split]
-        for index in epoch_indices(len(labels), batch_size, seed, train=split == "train"):
-            yield Batch(images[index], labels[index])
-
-    def loss(self, output: Tensor, batch: Batch) -> Tensor:
-        return F.cross_entropy(output.float(), batch.y)
-
-    def evaluate(self, model: nn.Module, device: torch.device, batch_size: int) -> dict[str, float]:
-        return classification_metrics(model, self.batches("test", batch_size, 0), device, "test")
-
-    def fake_batch(self, batch_size: int = 4, seed: int = 0) -> Batch:
-        generator = torch.Generator().manual_seed(seed)
-        shape = (batch_size, *self.input_spec().shape)
-        return Batch(
-            torch.randn(shape, generator=generator),
-            torch.randint(0, self.num_classes, (batch_size,), generator=generator),
-        )
-
-    def dataset_id(self, split: str) -> DatasetId:
-        split_name = {"train": "train", "test": "test"}[split]
-        if split == "train" and self.train_limit:
-            split_name = f"train[:{self.train_limit}]"
-        return DatasetId(
-            name=self.dataset,
-            split=split_name,
-            version=self.version,
-            source=self.source,
-            num_examples=len(self.splits[split][1]),
-        )
-
-
 def _standardise(images: Tensor, stats: tuple[tuple[float, ...], tuple[float, ...]]) -> Tensor:
-    mean = torch.tensor(stats[0]).view(1, -1, 1, 1)
-    std = torch.tensor(stats[1]).view(1, -1, 1, 1)
-    return (images.float() / 255.0 - mean) / std
+    from gradbench.classification import standardise
+
+    return standardise(images, stats[0], stats[1])
 
 
 def _limit(pair: tuple[Tensor, Tensor], limit: int | None) -> tuple[Tensor, Tensor]:
     if limit is None:
         return pair
-    if limit < 1:
+    if limit < 1:  # the command line checks this first; a direct call is checked here
         raise UsageError(f"train_limit must be >= 1, got {limit}")
     return pair[0][:limit], pair[1][:limit]
 
@@ -232,15 +176,14 @@ def _limit(pair: tuple[Tensor, Tensor], limit: int | None) -> tuple[Tensor, Tens
     tags=("image",),
     description="Fashion-MNIST 10-way image classification (28x28 grey), upstream IDX files",
 )
-def fashion_mnist(data: DataConfig, *, train_limit: int | None = None) -> ImageClassification:
+def fashion_mnist(data: DataConfig, *, train_limit: Count | None = None) -> ImageClassification:
+    from gradbench.classification import ImageClassification
+
+    _limit(((), ()), train_limit)  # a bad limit fails before any file is read
     raw_dir, source = prepare_fashion_mnist(data)
     splits = {}
     for split, train in (("train", True), ("test", False)):
-        try:
-            reader = _CachedFashionMNIST(raw_dir, train=train)
-        except (RuntimeError, ValueError, AssertionError) as error:
-            raise DataError(f"fashion-mnist: cannot read {raw_dir} ({error})") from None
-        images, labels = reader.data.unsqueeze(1), reader.targets
+        images, labels = read_fashion_mnist(raw_dir, train)
         if train:  # limit before standardising: a 512-example test task skips 60k images
             images, labels = _limit((images, labels), train_limit)
         splits[split] = (_standardise(images, FASHION_STATS), labels)
@@ -258,15 +201,23 @@ def fashion_mnist(data: DataConfig, *, train_limit: int | None = None) -> ImageC
     )
 
 
-def _torchvision_task(name: str, dataset_cls, stats, data: DataConfig, train_limit: int | None):
+def _torchvision_task(name: str, dataset: str, stats, data: DataConfig, train_limit: int | None):
     """MNIST / CIFAR-10 via torchvision's own download and MD5 check, into the cache."""
+    import torch
+    import torchvision
+
+    from gradbench.classification import ImageClassification
+
+    dataset_cls = getattr(torchvision.datasets, dataset)
     root = data.cache_dir / "torchvision"
     splits = {}
     for split, train in (("train", True), ("test", False)):
         try:
             ds = dataset_cls(str(root), train=train, download=data.download)
-        except RuntimeError as error:
-            raise DataError(f"{name}: not in {root} and not downloadable ({error})") from None
+        except (RuntimeError, OSError) as error:
+            # A failed download (no network, a refused mirror) is one line.
+            detail = " ".join(str(error).split())[:200]
+            raise DataError(f"{name}: not in {root} and not downloadable ({detail})") from None
         images = torch.as_tensor(ds.data)
         if images.dim() == 3:  # MNIST: N, H, W
             images = images.unsqueeze(1)
@@ -286,12 +237,12 @@ def _torchvision_task(name: str, dataset_cls, stats, data: DataConfig, train_lim
 
 
 @TASKS.register("mnist", tags=("image",), description="MNIST digits via torchvision (download)")
-def mnist(data: DataConfig, *, train_limit: int | None = None) -> ImageClassification:
+def mnist(data: DataConfig, *, train_limit: Count | None = None) -> ImageClassification:
     stats = ((0.1307,), (0.3081,))
-    return _torchvision_task("mnist", torchvision.datasets.MNIST, stats, data, train_limit)
+    return _torchvision_task("mnist", "MNIST", stats, data, train_limit)
 
 
 @TASKS.register("cifar10", tags=("image",), description="CIFAR-10 via torchvision (download)")
-def cifar10(data: DataConfig, *, train_limit: int | None = None) -> ImageClassification:
+def cifar10(data: DataConfig, *, train_limit: Count | None = None) -> ImageClassification:
     stats = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-    return _torchvision_task("cifar10", torchvision.datasets.CIFAR10, stats, data, train_limit)
+    return _torchvision_task("cifar10", "CIFAR10", stats, data, train_limit)

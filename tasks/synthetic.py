@@ -22,16 +22,20 @@ import hashlib
 import json
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from annotated_types import Ge
 
 from gradbench.errors import UsageError
-from gradbench.evaluation import forward
+from gradbench.options import Count, NonNegativeInt
 from gradbench.registry import TASKS
 from gradbench.task import Batch, DataConfig, DatasetId, InputSpec, MetricSpec, epoch_indices
+
+# torch is imported where it is used, not here: `gradbench list tasks` imports this
+# module and must not pay torch's import time.
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
 # Bump when a generator changes what it produces for the same parameters.
 GENERATOR_VERSION = 1
@@ -45,6 +49,8 @@ def generator_version(params: dict[str, Any]) -> str:
 
 
 def split_generator(data_seed: int, split: str) -> torch.Generator:
+    import torch
+
     return torch.Generator().manual_seed(data_seed * 1_000_003 + SPLIT_SALT[split])
 
 
@@ -69,13 +75,23 @@ class TensorTask:
     train_defaults: dict[str, Any]
     # How a split is named in its DatasetId (e.g. "train[:1000]" for a subset).
     split_names: dict[str, str] = {}
+    # Evaluate on the first N examples of each evaluation split (--eval-limit); None: all.
+    eval_limit: int | None = None
+
+    def _count(self, split: str) -> int:
+        count = len(self.splits[split][1])
+        if split != "train" and self.eval_limit is not None:
+            return min(count, self.eval_limit)
+        return count
 
     def batches(self, split: str, batch_size: int, seed: int) -> Iterator[Batch]:
         inputs, targets = self.splits[split]
-        for index in epoch_indices(len(targets), batch_size, seed, train=split == "train"):
+        for index in epoch_indices(self._count(split), batch_size, seed, train=split == "train"):
             yield Batch(inputs[index], targets[index])
 
     def fake_batch(self, batch_size: int = 4, seed: int = 0) -> Batch:
+        import torch
+
         # Real samples from the test split: cheap, and of the right shapes and dtypes.
         inputs, targets = self.splits["test"]
         index = torch.randperm(len(targets), generator=torch.Generator().manual_seed(seed))
@@ -83,12 +99,15 @@ class TensorTask:
         return Batch(inputs[index], targets[index])
 
     def dataset_id(self, split: str) -> DatasetId:
+        name = self.split_names.get(split, split)
+        if split != "train" and self.eval_limit is not None:
+            name = f"{name}[:{self.eval_limit}]"
         return DatasetId(
             name=self.dataset,
-            split=self.split_names.get(split, split),
+            split=name,
             version=self.version,
             source=self.source,
-            num_examples=len(self.splits[split][1]),
+            num_examples=self._count(split),
             details=dict(self.details),
         )
 
@@ -98,6 +117,8 @@ class TensorTask:
 
 def adding_data(count: int, length: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """(count, length, 2) inputs [value, marker] and (count,) targets: the marked values' sum."""
+    import torch
+
     values = torch.rand(count, length, generator=generator)
     half = length // 2
     first = torch.randint(0, half, (count,), generator=generator)
@@ -149,9 +170,13 @@ class AddingProblem(TensorTask):
         )
 
     def loss(self, output: Tensor, batch: Batch) -> Tensor:
+        import torch.nn.functional as F
+
         return F.mse_loss(output.float().squeeze(-1), batch.y)
 
     def evaluate(self, model: nn.Module, device: torch.device, batch_size: int) -> dict[str, float]:
+        from gradbench.evaluation import forward
+
         squared = 0.0
         total = 0
         for batch in self.batches("test", batch_size, 0):
@@ -171,10 +196,10 @@ class AddingProblem(TensorTask):
 def adding(
     data: DataConfig,
     *,
-    length: int = 100,
-    train_size: int = 20_000,
-    test_size: int = 2_000,
-    data_seed: int = 0,
+    length: Annotated[int, Ge(2)] = 100,
+    train_size: Count = 20_000,
+    test_size: Count = 2_000,
+    data_seed: NonNegativeInt = 0,
 ) -> AddingProblem:
     return AddingProblem(length, train_size, test_size, data_seed)
 
@@ -190,6 +215,8 @@ def copy_data(
     Token 0 is the blank, 1..num_symbols the symbols, num_symbols + 1 the delimiter,
     placed at the last step of the delay: the cue to start reproducing.
     """
+    import torch
+
     symbols = torch.randint(1, num_symbols + 1, (count, copy_length), generator=generator)
     inputs = torch.zeros(count, 2 * copy_length + delay, dtype=torch.long)
     inputs[:, :copy_length] = symbols
@@ -243,6 +270,8 @@ class CopyTask(TensorTask):
             )
             for split, size in (("train", train_size), ("test", test_size))
         }
+        import torch
+
         train_targets = self.splits["train"][1].flatten()
         test_targets = self.splits["test"][1].flatten()
         counts = torch.bincount(train_targets, minlength=num_symbols).double()
@@ -268,9 +297,15 @@ class CopyTask(TensorTask):
         )
 
     def loss(self, output: Tensor, batch: Batch) -> Tensor:
+        import torch.nn.functional as F
+
         return F.cross_entropy(output.float().reshape(-1, self.num_symbols), batch.y.reshape(-1))
 
     def evaluate(self, model: nn.Module, device: torch.device, batch_size: int) -> dict[str, float]:
+        import torch.nn.functional as F
+
+        from gradbench.evaluation import forward
+
         correct = sequences = total = 0
         loss_sum = 0.0
         for batch in self.batches("test", batch_size, 0):
@@ -302,12 +337,12 @@ class CopyTask(TensorTask):
 def copy(
     data: DataConfig,
     *,
-    delay: int = 50,
-    copy_length: int = 10,
-    num_symbols: int = 8,
-    train_size: int = 20_000,
-    test_size: int = 2_000,
-    data_seed: int = 0,
+    delay: Count = 50,
+    copy_length: Count = 10,
+    num_symbols: Annotated[int, Ge(2)] = 8,
+    train_size: Count = 20_000,
+    test_size: Count = 2_000,
+    data_seed: NonNegativeInt = 0,
 ) -> CopyTask:
     return CopyTask(delay, copy_length, num_symbols, train_size, test_size, data_seed)
 
@@ -342,6 +377,8 @@ class SequentialImages(TensorTask):
         base = image_task.dataset_id("train")
         self.dataset = base.name
         self.source = base.source
+        import torch
+
         steps = math.ceil(784 / stride) if pixels else 28
         order = None
         if permute:
@@ -370,6 +407,8 @@ class SequentialImages(TensorTask):
         )
 
     def loss(self, output: Tensor, batch: Batch) -> Tensor:
+        import torch.nn.functional as F
+
         return F.cross_entropy(output.float(), batch.y)
 
     def evaluate(self, model: nn.Module, device: torch.device, batch_size: int) -> dict[str, float]:
@@ -388,12 +427,16 @@ def seq_fashion(
     data: DataConfig,
     *,
     pixels: bool = False,
-    stride: int = 1,
+    stride: Count = 1,
     permute: bool = False,
-    permute_seed: int = 0,
-    train_limit: int | None = None,
+    permute_seed: NonNegativeInt = 0,
+    train_limit: Count | None = None,
 ) -> SequentialImages:
     from gradbench_tasks.image import fashion_mnist
+
+    # Checked before the images are read: a wrong combination costs no loading time.
+    if stride > 1 and not pixels:
+        raise UsageError("task seq-fashion: stride applies to pixels=true only")
 
     return SequentialImages(
         fashion_mnist(data, train_limit=train_limit), pixels, stride, permute, permute_seed

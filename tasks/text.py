@@ -25,31 +25,49 @@ import csv
 import hashlib
 import json
 import os
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from gradbench.data import content_hash, locate
 from gradbench.errors import DataError, UsageError
-from gradbench.evaluation import forward
+from gradbench.options import Count
 from gradbench.registry import TASKS
-from gradbench.task import Batch, DataConfig, DatasetId, InputSpec, MetricSpec, epoch_indices
+from gradbench.task import DataConfig
+
+# torch and the task class are imported by the factories (gradbench.classification):
+# `gradbench list tasks` imports this module and must not pay for torch.
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from gradbench.classification import TextClassification
 
 SST2_LAYOUTS = ("sst2", "SST-2", "glue/SST-2", "glue_data/SST-2", ".")
 SPLITS = ("train", "dev", "test")
 HUB_NAME = "stanfordnlp/sst2"
+# What the Hub copy must hold (its dataset card): anything else is not SST-2 as
+# published, and is refused rather than trained on.
+HUB_SPLIT_SIZES = {"train": 67_349, "dev": 872}
 PAD, UNK = 0, 1
 SPECIALS = ("<pad>", "<unk>")
-# Bump when tokenisation or the cache layout changes, so old caches are not reused.
-PREPROCESS_VERSION = 1
+NUM_CLASSES = 2
+# Bump when tokenisation, validation or the cache layout changes, so old caches are not
+# reused (2: labels checked against the two classes when read).
+PREPROCESS_VERSION = 2
 LEVELS = ("word", "char")
 
 Texts = dict[str, tuple[list[int], list[str]]]  # split -> (labels, sentences)
+
+_MOVED = {"TextClassification", "tokenize", "build_vocab", "encode", "pad_ragged", "macro_f1"}
+
+
+def __getattr__(name: str) -> Any:
+    # Generic text-classification pieces live in gradbench.classification (torch);
+    # older code imports them from here.
+    if name in _MOVED:
+        import gradbench.classification as classification
+
+        return getattr(classification, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def find_local(data: DataConfig) -> dict[str, Path] | None:
@@ -65,7 +83,7 @@ def _quiet_datasets():
     import datasets
 
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     return datasets
 
 
@@ -74,6 +92,7 @@ def read_local(files: dict[str, Path], cache_dir: Path) -> Texts:
     datasets = _quiet_datasets()
     texts: Texts = {}
     for split, path in files.items():
+        check_tsv(path)
         try:
             table = datasets.load_dataset(
                 "csv",
@@ -87,19 +106,63 @@ def read_local(files: dict[str, Path], cache_dir: Path) -> Texts:
             )
         except Exception as error:  # datasets raises many types; all mean "unreadable"
             raise DataError(f"sst2: cannot read {path} ({type(error).__name__}: {error})") from None
-        texts[split] = _columns(table, path)
+        texts[split] = _columns(table, path, _data_lines(path))
     return texts
 
 
-def _columns(table: Any, origin: Any) -> tuple[list[int], list[str]]:
+def check_tsv(path: Path) -> None:
+    """Every data line has the header's number of fields, and there is one; else one
+    DataError naming the file and line (before ``datasets`` reads it)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = [(n, line.rstrip("\n")) for n, line in enumerate(handle, 1) if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"sst2: cannot read {path} ({error})") from None
+    if len(lines) < 2:
+        raise DataError(f"sst2: {path} has no examples")
+    fields = lines[0][1].count("\t") + 1
+    for number, line in lines[1:]:
+        if line.count("\t") + 1 != fields:
+            raise DataError(
+                f"sst2: {path}:{number}: {line.count(chr(9)) + 1} tab-separated fields, "
+                f"the header has {fields}"
+            )
+
+
+def _data_lines(path: Path) -> list[int]:
+    """The line number of each data row (after the header; blank lines are skipped)."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return [n for n, line in enumerate(handle, 1) if line.strip()][1:]
+
+
+def _columns(
+    table: Any, origin: Any, lines: list[int] | None = None
+) -> tuple[list[int], list[str]]:
+    """Labels and sentences; a bad label or an empty split is one DataError naming the
+    file and line (``lines``: each row's line number, for a local file)."""
     names = table.column_names
     text_columns = [c for c in names if c not in ("label", "idx")]
     if "label" not in names or len(text_columns) != 1:
         raise DataError(f"sst2: {origin} has columns {names}; expected label and one text column")
-    try:
-        labels = [int(v) for v in table["label"]]
-    except (TypeError, ValueError) as error:
-        raise DataError(f"sst2: {origin} has a non-integer label ({error})") from None
+
+    def where(row: int) -> str:
+        if lines is not None and row < len(lines):
+            return f"{origin}:{lines[row]}"
+        return f"{origin} row {row + 1}"
+
+    labels = []
+    for row, value in enumerate(table["label"]):
+        try:
+            labels.append(int(value))
+        except (TypeError, ValueError):
+            raise DataError(f"sst2: {where(row)}: label {value!r} is not an integer") from None
+        # GLUE hides the Hub's test labels as -1; those splits are dropped by read_hub.
+        if not (0 <= labels[-1] < NUM_CLASSES or (lines is None and labels[-1] == -1)):
+            raise DataError(
+                f"sst2: {where(row)}: label {labels[-1]} is not 0 or 1 (SST-2 is binary)"
+            )
+    if not labels:
+        raise DataError(f"sst2: {origin} has no examples")
     return labels, [str(s) for s in table[text_columns[0]]]
 
 
@@ -120,43 +183,13 @@ def read_hub(cache_dir: Path) -> Texts:
                 texts[split] = (labels, sentences)
     if "train" not in texts or "dev" not in texts:
         raise DataError(f"sst2: {HUB_NAME} lacks a labelled train or validation split")
+    sizes = {split: len(texts[split][0]) for split in HUB_SPLIT_SIZES}
+    if sizes != HUB_SPLIT_SIZES:
+        raise DataError(
+            f"sst2: {HUB_NAME} has {sizes} examples, not the published {HUB_SPLIT_SIZES}; "
+            "refusing a changed data set"
+        )
     return texts
-
-
-def tokenize(sentence: str, level: str) -> list[str]:
-    text = sentence.lower()
-    return text.split() if level == "word" else list(text)
-
-
-def build_vocab(sentences: list[str], level: str, min_freq: int) -> list[str]:
-    """Training tokens seen ``min_freq`` times or more, most frequent first, after the specials."""
-    counts = Counter(token for s in sentences for token in tokenize(s, level))
-    kept = sorted((t for t, n in counts.items() if n >= min_freq), key=lambda t: (-counts[t], t))
-    return [*SPECIALS, *kept]
-
-
-def encode(
-    sentences: list[str], level: str, index: dict[str, int], max_length: int
-) -> tuple[Tensor, Tensor]:
-    """Ragged token ids: a flat int32 tensor and int64 offsets (N + 1), truncated, never empty."""
-    ids: list[int] = []
-    offsets = [0]
-    for sentence in sentences:
-        tokens = [index.get(t, UNK) for t in tokenize(sentence, level)][:max_length] or [UNK]
-        ids.extend(tokens)
-        offsets.append(len(ids))
-    return torch.tensor(ids, dtype=torch.int32), torch.tensor(offsets, dtype=torch.int64)
-
-
-def pad_ragged(tokens: Tensor, offsets: Tensor) -> tuple[Tensor, Tensor]:
-    """(N, max length) int32 ids padded with PAD, and the (N,) lengths."""
-    lengths = offsets[1:] - offsets[:-1]
-    width = int(lengths.max()) if len(lengths) else 1
-    padded = torch.full((len(lengths), width), PAD, dtype=torch.int32)
-    rows = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
-    columns = torch.arange(len(tokens)) - torch.repeat_interleave(offsets[:-1], lengths)
-    padded[rows, columns] = tokens
-    return padded, lengths
 
 
 def cache_key(version: str, level: str, min_freq: int, max_length: int) -> str:
@@ -197,6 +230,10 @@ def load_preprocessed(
             f"sst2: sst2/{{train,dev,test}}.tsv not found{where} and downloads are off "
             "(set --data-dir or GRADBENCH_DATA)"
         )
+    import torch
+
+    from gradbench.classification import encode_splits
+
     folder = data.cache_dir / "sst2"
     stem = f"{level}-{cache_key(version, level, min_freq, max_length)}"
     tensor_path, vocab_path = folder / f"{stem}.pt", folder / f"{stem}.vocab.json"
@@ -210,143 +247,11 @@ def load_preprocessed(
     if texts is None:
         assert files is not None
         texts = read_local(files, data.cache_dir)
-    vocab = build_vocab(texts["train"][1], level, min_freq)
-    index = {token: i for i, token in enumerate(vocab)}
-    tensors = {}
-    for split, (labels, sentences) in texts.items():
-        tokens, offsets = encode(sentences, level, index, max_length)
-        tensors[split] = {
-            "tokens": tokens,
-            "offsets": offsets,
-            "labels": torch.tensor(labels, dtype=torch.int64),
-        }
+    tensors, vocab = encode_splits(texts, level, min_freq, max_length)
     folder.mkdir(parents=True, exist_ok=True)
     _atomic_write(vocab_path, lambda p: p.write_text(json.dumps(vocab), encoding="utf-8"))
     _atomic_write(tensor_path, lambda p: torch.save(tensors, p))
     return tensors, vocab, version, source, False
-
-
-def macro_f1(predictions: Tensor, labels: Tensor, num_classes: int) -> float:
-    scores = []
-    for c in range(num_classes):
-        tp = int(((predictions == c) & (labels == c)).sum())
-        predicted, actual = int((predictions == c).sum()), int((labels == c).sum())
-        scores.append(2 * tp / (predicted + actual) if predicted + actual else 0.0)
-    return sum(scores) / num_classes
-
-
-class TextClassification:
-    """Sentence classification over padded token ids held in memory."""
-
-    # Adam at 1e-3, batch 64: the usual setting for small text classifiers; no clipping
-    # (a mitigation to switch on, not a default).
-    train_defaults = {"optimizer": "adam", "lr": 1e-3, "batch_size": 64}
-    num_classes = 2
-
-    def __init__(
-        self,
-        name: str,
-        level: str,
-        tensors: dict[str, dict[str, Tensor]],
-        vocab: list[str],
-        version: str,
-        source: str,
-        max_length: int,
-        details: dict[str, Any],
-        train_limit: int | None = None,
-        cache_hit: bool = False,
-    ):
-        self.name = name
-        self.level = level
-        self.vocab = vocab
-        self.version = version
-        self.source = source
-        self.max_length = max_length
-        self.details = details
-        self.train_limit = train_limit
-        self.cache_hit = cache_hit
-        self.splits: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
-        for split, parts in tensors.items():
-            padded, lengths = pad_ragged(parts["tokens"], parts["offsets"])
-            labels = parts["labels"]
-            if split == "train" and train_limit is not None:
-                padded, lengths, labels = (
-                    padded[:train_limit],
-                    lengths[:train_limit],
-                    labels[:train_limit],
-                )
-            self.splits[split] = (padded, lengths, labels)
-        self.eval_splits = tuple(s for s in ("dev", "test") if s in self.splits)
-        self.metrics = tuple(
-            MetricSpec(f"{split}_{metric}", higher)
-            for metric, higher in (("accuracy", True), ("f1", True), ("loss", False))
-            for split in self.eval_splits
-        )
-        # Majority class of the training labels, scored on each evaluation split.
-        majority = torch.bincount(self.splits["train"][2], minlength=self.num_classes).argmax()
-        self.baselines = {
-            f"{split}_accuracy": float((self.splits[split][2] == majority).double().mean())
-            for split in self.eval_splits
-        }
-
-    def input_spec(self) -> InputSpec:
-        return InputSpec(
-            kind="tokens",
-            shape=(self.max_length,),
-            num_outputs=self.num_classes,
-            vocab_size=len(self.vocab),
-            pad_index=PAD,
-        )
-
-    def _batch(self, split: str, index: Tensor) -> Batch:
-        padded, lengths, labels = self.splits[split]
-        batch_lengths = lengths[index]
-        width = int(batch_lengths.max())
-        return Batch(padded[index, :width].long(), labels[index], batch_lengths)
-
-    def batches(self, split: str, batch_size: int, seed: int) -> Iterator[Batch]:
-        count = len(self.splits[split][2])
-        for index in epoch_indices(count, batch_size, seed, train=split == "train"):
-            yield self._batch(split, index)
-
-    def loss(self, output: Tensor, batch: Batch) -> Tensor:
-        return F.cross_entropy(output.float(), batch.y)
-
-    def evaluate(self, model: nn.Module, device: torch.device, batch_size: int) -> dict[str, float]:
-        metrics = {}
-        for split in self.eval_splits:
-            predictions, labels = [], []
-            loss_sum = 0.0
-            for batch in self.batches(split, batch_size, 0):
-                batch = batch.to(device)
-                logits = forward(model, batch).float()
-                loss_sum += float(F.cross_entropy(logits, batch.y, reduction="sum"))
-                predictions.append(logits.argmax(dim=-1).cpu())
-                labels.append(batch.y.cpu())
-            predicted, actual = torch.cat(predictions), torch.cat(labels)
-            metrics[f"{split}_accuracy"] = float((predicted == actual).double().mean())
-            metrics[f"{split}_f1"] = macro_f1(predicted, actual, self.num_classes)
-            metrics[f"{split}_loss"] = loss_sum / len(actual)
-        return metrics
-
-    def fake_batch(self, batch_size: int = 4, seed: int = 0) -> Batch:
-        # Real training samples: padded to different lengths, as real batches are.
-        count = len(self.splits["train"][2])
-        index = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:batch_size]
-        return self._batch("train", index)
-
-    def dataset_id(self, split: str) -> DatasetId:
-        name = split
-        if split == "train" and self.train_limit is not None:
-            name = f"train[:{self.train_limit}]"
-        return DatasetId(
-            name="sst2",
-            split=name,
-            version=self.version,
-            source=self.source,
-            num_examples=len(self.splits[split][2]),
-            details=dict(self.details),
-        )
 
 
 def sst2_task(
@@ -357,6 +262,8 @@ def sst2_task(
     max_length: int,
     train_limit: int | None,
 ) -> TextClassification:
+    from gradbench.classification import TextClassification
+
     if level not in LEVELS:
         raise UsageError(f"task {name}: level {level!r} is not word or char")
     if min_freq < 1 or max_length < 1:
@@ -371,7 +278,18 @@ def sst2_task(
         "vocab_size": len(vocab),
     }
     return TextClassification(
-        name, level, tensors, vocab, version, source, max_length, details, train_limit, hit
+        name,
+        level,
+        tensors,
+        vocab,
+        version,
+        source,
+        max_length,
+        details,
+        train_limit,
+        hit,
+        dataset="sst2",
+        num_classes=NUM_CLASSES,
     )
 
 
@@ -382,7 +300,11 @@ def sst2_task(
     description="SST-2 sentiment (binary), word level; accuracy and macro F1 on dev and test",
 )
 def sst2_words(
-    data: DataConfig, *, min_freq: int = 2, max_length: int = 64, train_limit: int | None = None
+    data: DataConfig,
+    *,
+    min_freq: Count = 2,
+    max_length: Count = 64,
+    train_limit: Count | None = None,
 ) -> TextClassification:
     return sst2_task("text", data, "word", min_freq, max_length, train_limit)
 
@@ -394,6 +316,10 @@ def sst2_words(
     description="SST-2 sentiment, character level: sequences of up to 256 steps (long range)",
 )
 def sst2_chars(
-    data: DataConfig, *, min_freq: int = 1, max_length: int = 256, train_limit: int | None = None
+    data: DataConfig,
+    *,
+    min_freq: Count = 1,
+    max_length: Count = 256,
+    train_limit: Count | None = None,
 ) -> TextClassification:
     return sst2_task("text-char", data, "char", min_freq, max_length, train_limit)

@@ -60,7 +60,9 @@ class SequenceTask:
 
 
 def options(name: str, **given) -> dict:
-    return resolve_options(ModelSpec(parse_model_arg(name).name, given), {})
+    # The CNNs are image models; every other name here is built for a sequence task.
+    kind = "image" if name.startswith(("plain", "resnet")) else "sequence"
+    return resolve_options(ModelSpec(parse_model_arg(name).name, given), {}, kind)
 
 
 def assert_best_width(task, name: str, opts: dict, info: dict, batch_size: int = 4) -> None:
@@ -114,6 +116,52 @@ def test_a_cnn_target_inside_the_granularity_lands_within_tolerance(image_task) 
     for opts, info in matched:
         assert opts["width"] == 12
         assert info["match_within_tolerance"] and abs(info["match_rel_error"]) <= 0.02
+
+
+@pytest.mark.parametrize("target", [3e3, 4.2e3, 2e4, 5e4, 8e4])
+def test_cnn_pair_lands_within_two_percent_with_the_fine_knob(image_task, target) -> None:
+    # Between widths the count jumps by ~2/width (40% at width 5): the per-stage
+    # multiplier fills the gap, one stage's channel at a time.
+    pairs = [("plain-8", options("plain-8")), ("resnet-8", options("resnet-8"))]
+    (plain, plain_info), (res, res_info) = budgets.match_models(
+        pairs, image_task, kind="params", target=target
+    )
+    assert plain == {**res, "residual": plain["residual"]}  # the same widths and multiplier
+    assert plain_info["match_achieved"] == res_info["match_achieved"]
+    assert abs(plain_info["match_rel_error"]) <= 0.02, plain_info
+    counter = budgets.ModelCounter("plain-8", options("plain-8"), image_task, 4)
+    multiplier = plain.get("width_multiplier", 1.0)
+    assert counter.parameters(plain["width"], multiplier) == plain_info["match_achieved"]
+    if multiplier != 1.0:
+        assert plain_info["match_width_multiplier"] == multiplier
+        assert 1.0 < multiplier < (plain["width"] + 1) / plain["width"]
+
+
+def test_the_paper_architecture_stays_when_an_integer_width_fits(image_task) -> None:
+    at_12 = budgets.ModelCounter("plain-8", options("plain-8"), image_task, 4).parameters(12)
+    ((opts, info),) = budgets.match_models(
+        [("plain-8", options("plain-8"))], image_task, kind="params", target=at_12
+    )
+    assert opts["width"] == 12 and opts["width_multiplier"] == 1.0
+    assert "match_width_multiplier" not in info
+
+
+def test_flops_of_variable_length_tasks_are_a_mean_over_real_batches() -> None:
+    task = SequenceTask(lengths=True)
+    batches, basis = budgets.representative_batches(task, 4)
+    assert basis["batches"] == "train" and basis["count"] == len(batches) == 4
+    lengths = torch.cat([b.lengths for b in batches]).float()
+    assert basis["mean_length"] == pytest.approx(float(lengths.mean()))
+    model = build_model("lstm", task.input_spec(), options("lstm", width=8))
+    per_batch = [budgets._count_on_cpu(copy.deepcopy(model), task, b) for b in batches]
+    assert budgets.flops_per_step(model, task, 4) == pytest.approx(sum(per_batch) / 4)
+    assert len(set(per_batch)) > 1  # the batches' lengths differ, and so do their costs
+    fixed = SequenceTask(lengths=False)
+    assert budgets.representative_batches(fixed, 4)[1] == {
+        "batches": "fake",
+        "count": 1,
+        "batch_size": 4,
+    }
 
 
 @pytest.mark.skipif(not SEQUENCE_MODELS, reason="no sequence models registered")

@@ -18,14 +18,24 @@ from torch import Tensor
 from gradbench import budget as budgets
 from gradbench.cli import main
 from gradbench.registry import MODELS, TASKS
-from gradbench.task import Batch, DataConfig, InputSpec
+from gradbench.task import Batch, DataConfig, DatasetId, InputSpec, MetricSpec
 
 RECURRENT = [name for name in ("rnn", "lstm", "gru") if name in MODELS]
 
 
 class TinySequenceTask:
     name = "tiny-seq"
+    metrics = (MetricSpec("test_accuracy", True),)
     train_defaults = {"optimizer": "adam", "lr": 1e-3, "batch_size": 4}
+
+    def batches(self, split: str, batch_size: int, seed: int):
+        yield self.fake_batch(batch_size, seed)
+
+    def evaluate(self, model, device, batch_size: int) -> dict[str, float]:
+        return {"test_accuracy": 0.5}
+
+    def dataset_id(self, split: str) -> DatasetId:
+        return DatasetId("tiny-seq", split, "v0", "synthetic", 16)
 
     def input_spec(self) -> InputSpec:
         return InputSpec(kind="sequence", shape=(6, 3), num_outputs=2)
@@ -71,7 +81,7 @@ CNN_PAIR = ["budget", "tiny-image", "-m", "plain-8", "-m", "resnet-8", "--device
 
 def test_table_shows_solved_widths_counts_and_measured_step_time(tiny_tasks, capsys) -> None:
     code, out, err = cli(
-        CNN_PAIR + ["--match", "params", "--target", "5k", "--time-steps", "1"], capsys
+        CNN_PAIR + ["--match", "params", "--match-target", "5k", "--time-steps", "1"], capsys
     )
     assert code == 0, err
     for fragment in ("plain-8", "resnet-8", "parameters", "FLOPs/step", "step s (measured)"):
@@ -81,7 +91,15 @@ def test_table_shows_solved_widths_counts_and_measured_step_time(tiny_tasks, cap
 
 
 def test_json_rows_carry_the_match_and_the_counts(tiny_tasks, capsys) -> None:
-    args = CNN_PAIR + ["--match", "params", "--target", "5k", "--json", "--flops-budget", "1e9"]
+    args = CNN_PAIR + [
+        "--match",
+        "params",
+        "--match-target",
+        "5k",
+        "--json",
+        "--flops-budget",
+        "1e9",
+    ]
     code, out, err = cli(args, capsys)
     assert code == 0, err
     plain, res = json_rows(out)
@@ -108,7 +126,7 @@ def test_flops_match_defaults_to_the_first_model(tiny_tasks, capsys) -> None:
 @pytest.mark.skipif(len(RECURRENT) < 3, reason="rnn, lstm and gru are not all registered")
 def test_rnn_lstm_gru_land_within_two_percent(tiny_tasks, capsys) -> None:
     args = ["budget", "tiny-seq", "-m", "rnn", "-m", "lstm", "-m", "gru", "--match", "params"]
-    code, out, err = cli(args + ["--target", "50k", "--json", "--time-steps", "0"], capsys)
+    code, out, err = cli(args + ["--match-target", "50k", "--json", "--time-steps", "0"], capsys)
     assert code == 0, err
     rows = json_rows(out)
     assert [row["name"] for row in rows] == ["rnn", "lstm", "gru"]
@@ -130,7 +148,7 @@ def test_unreachable_target_fails_cleanly_and_times_nothing(
 ) -> None:
     timed = []
     monkeypatch.setattr(budgets, "measure_step_seconds", lambda *a, **k: timed.append(a) or 1.0)
-    code, out, err = cli(CNN_PAIR + ["--match", "params", "--target", target], capsys)
+    code, out, err = cli(CNN_PAIR + ["--match", "params", "--match-target", target], capsys)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gradbench: error: ")
@@ -141,24 +159,23 @@ def test_unreachable_target_fails_cleanly_and_times_nothing(
 def test_a_row_outside_tolerance_is_flagged_with_the_neighbouring_widths(
     tiny_tasks, capsys
 ) -> None:
-    # plain-8 grows ~quadratically in width: at widths 5 to 6 a step is ~40% of the
-    # count, so a target between them is missed by more than 2%.
-    code, out, err = cli(
-        CNN_PAIR + ["--match", "params", "--target", "4.2k", "--time-steps", "0"], capsys
-    )
+    # Even the fine knob (width_multiplier) cannot land within ±0.01% of 4.2k: the row
+    # is flagged, and the counts at the neighbouring widths are printed.
+    args = ["--match", "params", "--match-target", "4.2k", "--tolerance", "0.0001"]
+    code, out, err = cli(CNN_PAIR + args + ["--time-steps", "0"], capsys)
     assert code == 0, err
     assert "NO" in out
-    assert "note: plain-8: no width lands within ±0.02 of 4.2k parameters" in err
+    assert "no width lands within ±0.0001 of 4.2k parameters" in err
     assert "the row is flagged" in err
 
 
 @pytest.mark.parametrize(
     "extra, fragment",
     [
-        (["--target", "5k"], "--target needs --match"),
-        (["--match", "memory"], "--match 'memory' is not 'params' or 'flops'"),
-        (["--match", "params", "--target", "lots"], "--target 'lots' is not a number"),
-        (["--time-steps", "-1"], "--time-steps must be >= 0"),
+        (["--match-target", "5k"], "--match-target needs --match"),
+        (["--match", "memory"], "'memory' is not one of 'params', 'flops'"),
+        (["--match", "params", "--match-target", "lots"], "--match-target 'lots' is not a number"),
+        (["--time-steps", "-1"], "'--time-steps'"),
     ],
 )
 def test_bad_arguments_fail_on_one_line(tiny_tasks, capsys, extra, fragment) -> None:
@@ -168,12 +185,13 @@ def test_bad_arguments_fail_on_one_line(tiny_tasks, capsys, extra, fragment) -> 
 
 def test_issue_check_plain20_resnet20_on_fashion_mnist(data_dir: Path, capsys) -> None:
     args = ["budget", "image", "-m", "plain-20", "-m", "resnet-20", "--match", "params"]
-    args += ["--target", "250k", "--data-dir", str(data_dir), "--json", "--time-steps", "0"]
+    args += ["--match-target", "250k", "--data-dir", str(data_dir), "--json", "--time-steps", "0"]
     code, out, err = cli(args + ["--no-download", "--device", "cpu"], capsys)
     assert code == 0, err
     plain, res = json_rows(out)
-    assert plain["parameters"] == res["parameters"]  # the pair, within ±2% of each other
-    # Width 15 is the nearest (236,935; width 16 overshoots by more): no CIFAR width lands
-    # within ±2% of 250k, and the rows say so rather than pretend.
-    assert plain["width"] == 15 and plain["match_within_tolerance"] is False
-    assert "no width lands within" in err
+    assert plain["parameters"] == res["parameters"]  # option-A shortcuts add no parameters
+    # No integer width lands within ±2% of 250k (15: -5.2%, 16: +7.8%); the fine knob
+    # (width_multiplier, docs/budgets.md) does, and the row says how.
+    assert plain["width"] == 15 and plain["match_within_tolerance"] is True
+    assert abs(plain["match_rel_error"]) <= 0.02
+    assert plain["options"]["width_multiplier"] != 1.0

@@ -72,6 +72,9 @@ def test_model_options_lists_defaults_with_the_suffix_applied() -> None:
         "width": 16,
         "activation": "relu",
         "batch_norm": True,
+        "norm": "auto",
+        "residual": True,
+        "width_multiplier": 1.0,
         "init": "default",
     }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -69,7 +70,7 @@ def assert_one_line_failure(code: int, err: str, expected_code: int, fragment: s
         (["run", "image", "-m", "plain-8", "--seeds", "x"], 2, "--seeds 'x'"),
         (["run", "image", "-m", "plain-8", "--seeds", "1,1"], 2, "repeats a seed"),
         (["run", "image", "-m", "plain-8", "--seeds", "3-1"], 2, "the range '3-1' is empty"),
-        (["run", "image", "-m", "plain-8", "--optimizer", "foo"], 2, "--optimizer 'foo'"),
+        (["run", "image", "-m", "plain-8", "--optimizer", "foo"], 2, "'foo' is not one of"),
         (["run", "image", "-m", "plain-8", "--clip-norm", "1", "--clip-value", "1"], 2, "not both"),
         (["run", "image", "-m", "plain-8", "--activation", "swish"], 2, "activation 'swish'"),
         (["run", "image", "-m", "plain-8", "--init", "zeros"], 2, "unknown init 'zeros'"),
@@ -77,8 +78,12 @@ def assert_one_line_failure(code: int, err: str, expected_code: int, fragment: s
         (["run", "image", "-m", "plain-8", "--bogus"], 2, "No such option: --bogus"),
         (["run", "image"], 2, "Missing option '--model'"),
         (["run", "image", "-m", "plain-8", "-O", "nope=1"], 2, "task image has no option 'nope'"),
-        (["run", "image", "-m", "plain-8", "-O", "train_limit=0"], 2, "train_limit must be >= 1"),
-        (["run", "image", "-m", "mlp-3", "--batch-norm", "--width", "0"], 2, "width must be >= 1"),
+        (
+            ["run", "image", "-m", "plain-8", "-O", "train_limit=0"],
+            2,
+            "train_limit='0': input should be greater than or equal to 1",
+        ),
+        (["run", "image", "-m", "mlp-3", "--batch-norm", "--width", "0"], 2, "'--width'"),
         (["run", "image", "-m", "plain-8", "--target", "acc"], 2, "METRIC=VALUE"),
         (
             ["run", "image", "-m", "plain-8:width=4", "--target", "acc=1", "--eval-every", "1"],
@@ -165,7 +170,7 @@ def test_list_models_with_a_pattern(capsys) -> None:
 
 def test_list_something_else_is_a_usage_error(capsys) -> None:
     code, _, err = cli(["list", "widgets"], capsys)
-    assert_one_line_failure(code, err, 2, "'widgets' is not 'tasks' or 'models'")
+    assert_one_line_failure(code, err, 2, "'widgets' is not one of 'tasks', 'models'")
 
 
 REQUIRED = {
@@ -210,13 +215,17 @@ def test_end_to_end_run_writes_complete_records(end_to_end: Path) -> None:
         assert (ds["name"], ds["split"], ds["source"]) == ("fashion-mnist", "train[:512]", "local")
         assert ds["version"].startswith("md5:") and ds["num_examples"] == 512
         assert ds["eval"][0]["split"] == "test" and ds["eval"][0]["num_examples"] == 10000
-        assert r["model_options"] == {
+        # Other keys (width_multiplier, ...) are the models' own defaults.
+        assert {
             "depth": 8,
             "width": 4,
             "activation": "relu",
             "batch_norm": True,
+            "norm": "batch",  # settled from the batch_norm shorthand
+            "residual": r["model"] == "resnet-8",
+            "width_multiplier": 1.0,
             "init": "default",
-        }
+        }.items() <= r["model_options"].items()
         assert r["init_seed"] == r["data_seed"] == r["seed"]
         assert r["budget"]["kind"] == "steps"
         assert r["budget"]["target"] == r["budget"]["achieved"] == 3 == r["steps"]
@@ -271,8 +280,11 @@ def test_leaderboard_formats_show_both_models(end_to_end: Path, fmt: str, capsys
 def test_leaderboard_table_is_not_truncated_when_piped(end_to_end: Path, capsys) -> None:
     code, out, _ = cli(["leaderboard", "--results", str(end_to_end)], capsys)
     assert code == 0
-    assert "plain-8:width=4" in out and "resnet-8:width=4" in out
+    # The option every row shares moves to the caption; the names keep what differs.
+    assert "plain-8 " in out and "resnet-8 " in out and "every row: width=4" in out
     assert "train[:512]" in out and "…" not in out
+    code, out, _ = cli(["leaderboard", "--wide", "--results", str(end_to_end)], capsys)
+    assert "plain-8:width=4" in out and "GFLOP/step" in out and "…" not in out
 
 
 def test_leaderboard_to_a_file(end_to_end: Path, tmp_path: Path, capsys) -> None:
@@ -289,7 +301,7 @@ def test_leaderboard_errors(tmp_path: Path, end_to_end: Path, capsys) -> None:
     code, _, err = cli(["leaderboard", "--results", str(tmp_path)], capsys)
     assert_one_line_failure(code, err, 1, "no run records in")
     code, _, err = cli(["leaderboard", "--format", "xml", "--results", str(end_to_end)], capsys)
-    assert_one_line_failure(code, err, 2, "--format 'xml'")
+    assert_one_line_failure(code, err, 2, "'xml' is not one of 'table', 'markdown'")
     code, _, err = cli(["leaderboard", "--task", "nope", "--results", str(end_to_end)], capsys)
     assert_one_line_failure(code, err, 2, "no records for task 'nope'")
 
@@ -336,3 +348,145 @@ def test_seed_lists(text: str, seeds: list[int]) -> None:
 def test_bad_seed_lists(text: str) -> None:
     with pytest.raises(UsageError, match="--seeds"):
         parse_seeds(text)
+
+
+def test_run_prepares_the_plan_it_was_asked_for(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The plan `run` hands to the runner, checked without training anything."""
+    import gradbench.cli as cli_module
+
+    seen = {}
+
+    def fake_execute(plan, task, store, *, as_json, **execution):
+        seen.update(plan=plan, task=task, store=store)
+        return []
+
+    monkeypatch.setattr(cli_module, "execute_plan", fake_execute)
+    args = ["run", "adding-10", "-m", "rnn:width=8", "-m", "gru", "--seeds", "0-2"]
+    args += ["--steps", "7", "--lr", "0.003", "--optimizer", "sgd", "--eval-limit", "50"]
+    args += ["--clip-norm", "1", "--width", "16", "-O", "train_size=64", "-O", "test_size=100"]
+    args += ["--json", "--results", str(tmp_path / "r")]
+    code, out, err = cli(args, capsys)
+    assert code == 0, err
+    plan = seen["plan"]
+    assert plan.task == "adding-10" and plan.seeds == [0, 1, 2]
+    assert [m.label for m in plan.models] == ["rnn:width=8", "gru"]
+    assert plan.task_options == {"train_size": 64, "test_size": 100}  # typed, not text
+    assert plan.shared_model_options["width"] == 16
+    train = plan.train
+    assert (train.steps, train.lr, train.optimizer, train.clip_norm) == (7, 0.003, "sgd", 1.0)
+    assert type(train.optimizer) is str  # the enum's value, as records hold it
+    assert train.batch_size == 64  # the task's own default, not overridden
+    assert train.eval_limit == 50 and seen["task"].eval_limit == 50
+    assert seen["task"].dataset_id("test").split == "test[:50]"
+    assert not (tmp_path / "r").exists()  # nothing written before the first run
+
+
+def test_an_alias_is_planned_under_the_task_name(monkeypatch) -> None:
+    from gradbench.plan import prepare_plan
+    from gradbench.plugins import load_plugins
+
+    load_plugins()
+    prepared = prepare_plan(
+        "fashion-mnist",
+        ["plain-8"],
+        seeds="3",
+        train_options={"steps": 1},
+        task_options={"train_limit": "128"},
+    )
+    assert prepared.task == "image" and prepared.task_options == {"train_limit": 128}
+    assert prepared.seeds == [3] and prepared.train_options == {"steps": 1}
+
+
+@pytest.mark.parametrize("flag, expected", [([], 0), (["--fail-on-diverged"], 3)])
+def test_fail_on_diverged(flag: list[str], expected: int, tmp_path: Path, monkeypatch, capsys):
+    import gradbench.cli as cli_module
+
+    def diverging(plan, task, store, *, as_json, **execution):
+        return [{"model_label": "rnn", "diverged": True}, {"model_label": "gru", "diverged": False}]
+
+    monkeypatch.setattr(cli_module, "execute_plan", diverging)
+    args = ["run", "adding-10", "-m", "rnn", "--steps", "1", "--json", "-O", "train_size=64"]
+    code, _, err = cli(args + flag + ["--results", str(tmp_path)], capsys)
+    assert code == expected
+    if expected:
+        assert err.strip().splitlines() == [
+            "gradbench: error: 1 of 2 runs diverged (rnn); --fail-on-diverged"
+        ]
+
+
+def test_help_lists_the_choices(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("TERMINAL_WIDTH", "200")
+    code, out, _ = cli(["run", "--help"], capsys)
+    assert code == 0
+    for choice in ("sgd-momentum", "cosine", "bf16", "cuda", "full", "params", "flops"):
+        assert choice in out, choice
+    assert "--fail-on-diverged" in out and "--eval-limit" in out
+
+
+def test_list_verbose_shows_options_and_defaults(capsys) -> None:
+    code, out, _ = cli(["list", "tasks", "--json", "--verbose", "-p", "adding"], capsys)
+    (adding,) = json.loads(out)
+    options = {o["name"]: o for o in adding["options"]}
+    assert options["train_size"]["default"] == 20_000 and ">= 1" in options["train_size"]["type"]
+    assert "length" not in options  # set by the name: adding-T
+    code, out, _ = cli(["list", "models", "-v", "-p", "mlp"], capsys)
+    assert code == 0 and "width" in out and "128" in out
+
+
+def test_list_verbose_shows_the_options_a_model_takes_on_other_input_kinds(capsys) -> None:
+    code, out, _ = cli(["list", "models", "--json", "-v", "-p", "gru"], capsys)
+    (gru,) = json.loads(out)
+    assert "attention" not in {o["name"] for o in gru["options"]}
+    seq2seq = {o["name"]: o["default"] for o in gru["variants"]["seq2seq"]}
+    assert seq2seq["attention"] == "none"
+
+
+def test_the_command_modules_import_each_other_not(tmp_path: Path) -> None:
+    """budget_cli and inspect_cli import the shared options, never gradbench.cli."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import gradbench.budget_cli, gradbench.inspect_cli, gradbench.plan\n"
+        "assert 'gradbench.cli' not in sys.modules, 'cycle'\n"
+        "assert 'torch' not in sys.modules, 'torch at import'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_help_and_builtin_task_modules_do_not_import_torch() -> None:
+    """`--help` and every built-in task module (all that `list tasks` imports) stay light."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "pandas", "sacrebleu", "tokenizers", "soundfile", "torchmetrics")
+    code = (
+        "import sys\n"
+        "from gradbench.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "import gradbench_tasks.image, gradbench_tasks.text, gradbench_tasks.synthetic\n"
+        "from gradbench.plugins import load_plugins\n"
+        "from gradbench.registry import TASKS\n"
+        "load_plugins(models=False)\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('gradbench_tasks.'))\n"
+        "assert {'gradbench_tasks.speech', 'gradbench_tasks.translation'} <= set(loaded), loaded\n"
+        "assert 'speech-commands' in TASKS, TASKS.list()\n"
+        f"heavy = [m for m in {heavy!r} if m in sys.modules]\n"
+        "assert not heavy, f'imported at load: {heavy}'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GRADBENCH_TASKS_DIR"}  # built-ins only
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+
+
+def test_leaderboard_task_alias_and_model_glob(end_to_end: Path, capsys) -> None:
+    args = ["leaderboard", "-f", "csv", "--results", str(end_to_end)]
+    code, out, err = cli(args + ["--task", "fashion-mnist", "--model", "res*"], capsys)
+    assert code == 0, err
+    frame = pd.read_csv(io.StringIO(out))
+    assert list(frame["model"]) == ["resnet-8:width=4"] and list(frame["task"]) == ["image"]
+    code, _, err = cli(args + ["--model", "lstm*"], capsys)
+    assert code == 2 and "no records for models matching lstm*" in err

@@ -179,3 +179,71 @@ def test_a_warm_cache_serves_without_the_data_directory(data_dir: Path, tmp_path
     # The bytes are verified by content checksum and still credited to where they came from.
     assert offline.dataset_id("train").source == "local"
     assert offline.dataset_id("test").num_examples == 10000
+
+
+def test_an_image_task_from_arrays_names_its_data_set_and_checks_labels() -> None:
+    import numpy as np
+
+    from gradbench.classification import image_classification
+
+    generator = np.random.default_rng(0)
+    train = (generator.integers(0, 255, (20, 6, 6, 3), dtype=np.uint8), np.arange(20) % 4)
+    test = (generator.integers(0, 255, (8, 6, 6, 3), dtype=np.uint8), np.arange(8) % 4)
+    task = image_classification("tiles", train, test)
+    assert isinstance(task, Task)
+    assert task.input_spec().shape == (3, 6, 6) and task.num_classes == 4
+    ident = task.dataset_id("train")
+    assert (ident.name, ident.split, ident.num_examples) == ("tiles", "train", 20)
+    assert ident.version.startswith("sha256:")
+    # Standardised with the training split's statistics.
+    assert abs(float(task.splits["train"][0].mean())) < 1e-4
+    assert image_classification("tiles", train, test).version == ident.version
+    task.eval_limit = 5
+    assert task.dataset_id("test").split == "test[:5]"
+    assert sum(len(b) for b in task.batches("test", 2, 0)) == 5
+    bad = (test[0], np.array([0, 1, 2, 3, 0, 1, 2, 9]))
+    with pytest.raises(DataError, match="label 9 is outside the task's 4 classes"):
+        image_classification("tiles", train, bad)
+    with pytest.raises(DataError, match="the train split is empty"):
+        image_classification("tiles", (train[0][:0], train[1][:0]), test)
+
+
+def test_an_image_task_from_a_torchvision_style_dataset() -> None:
+    from gradbench.classification import image_classification_from_torchvision
+
+    class Fake:  # what MNIST-like torchvision datasets offer
+        def __init__(self, n: int):
+            self.data = torch.randint(0, 255, (n, 5, 5), dtype=torch.uint8)
+            self.targets = torch.arange(n) % 3
+            self.classes = ["a", "b", "c"]
+
+    class ItemsOnly:  # any other dataset: read item by item
+        def __init__(self, n: int):
+            self.items = [(torch.rand(1, 5, 5), i % 3) for i in range(n)]
+
+        def __len__(self) -> int:
+            return len(self.items)
+
+        def __getitem__(self, i: int):
+            return self.items[i]
+
+    task = image_classification_from_torchvision("fake", Fake(12), ItemsOnly(6), train_limit=9)
+    assert task.num_classes == 3 and task.input_spec().shape == (1, 5, 5)
+    assert task.dataset_id("train").split == "train[:9]"
+    assert task.dataset_id("train").num_examples == 9 and task.dataset_id("test").num_examples == 6
+
+
+def test_a_failed_torchvision_download_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    import urllib.error
+
+    import torchvision
+
+    from gradbench.registry import TASKS
+
+    def unreachable(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure\nin name resolution")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", unreachable)
+    with pytest.raises(DataError) as raised:
+        TASKS.create("mnist", data=DataConfig(None, tmp_path / "cache", download=True))
+    assert "mnist: not in" in str(raised.value) and "\n" not in str(raised.value)

@@ -46,8 +46,17 @@ def rnn_record(tmp_path, run_id: str) -> dict:
         "run_id": run_id,
         "created": "2026-01-01T00:00:00+00:00",
         "task": "toy",
+        "task_options": {},
+        "dataset": {"name": "toy", "split": "train", "version": "v1", "source": "synthetic"},
         "model": "toy-rnn",
         "model_label": "toy-rnn",
+        "model_options": {"width": 8},
+        "train_options": {"steps": 8},
+        "budget": {"kind": "steps", "target": 8, "achieved": result.steps},
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "metrics": result.metrics,
+        "metric_directions": {m.name: m.higher_is_better for m in task.metrics},
+        "primary_metric": task.metrics[0].name,
         "seed": 0,
         "steps": result.steps,
         "train_seconds": result.train_seconds,
@@ -131,3 +140,79 @@ def test_heatmap_grid_keeps_weight_layers_input_first():
     grid, names, steps = weight_layer_grid(series)
     assert names == ["stem", "head"] and steps.tolist() == [0, 10]
     assert grid.tolist() == [[-3.0, -30.0], [0.0, 1.0]]  # zero drawn at the 1e-30 floor
+
+
+@pytest.mark.filterwarnings("ignore:.*skipping a record that does not match the schema")
+def test_crafted_records_cannot_reach_outside_the_results_folder(tmp_path):
+    """A `../` id or an absolute series path is skipped with a warning, never opened."""
+    import json
+
+    results = tmp_path / "results"
+    record = mlp_record(results, "cccc11112222")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    crafted = [
+        record | {"run_id": "../../outside/x"},
+        record | {"run_id": "dddd11112222", "series_file": str(results / "series" / "x.npz")},
+        record | {"run_id": "eeee11112222", "series_file": "series/../../outside/y.npz"},
+    ]
+    with open(results / "runs.jsonl", "a") as handle:
+        for item in crafted:
+            handle.write(json.dumps(item) + "\n")
+    plots = tmp_path / "plots"
+    for run_id in ("../../outside/x", "dddd", "eeee"):
+        result = runner.invoke(
+            app, ["inspect", run_id, "--results", str(results), "--plot", str(plots)]
+        )
+        assert result.exit_code == 2, result.output
+        assert "no run" in result.output
+    assert list(outside.iterdir()) == [] and not plots.exists()
+    # The genuine run still works, and its plots land in the folder named.
+    result = runner.invoke(
+        app, ["inspect", "cccc", "--results", str(results), "--plot", str(plots)]
+    )
+    assert result.exit_code == 0, result.output
+    assert all(p.parent == plots for p in plots.iterdir())
+
+
+def test_summary_shows_the_start_and_end_windows_behind_the_verdict() -> None:
+    from gradbench.inspect_cli import summary_lines
+
+    window = {"steps": [0, 19], "first_last_ratio_log10": -0.5, "train_loss": 0.3}
+    record = {
+        "verdict": "healthy",
+        "probes": {
+            "verdict_figures": {
+                "rule": "end window",
+                "start": {**window, "verdict": "vanishing", "timestep_log10_start_to_end": -3.6},
+                "end": {**window, "steps": [80, 99], "verdict": "healthy"},
+            },
+        },
+    }
+    lines = summary_lines(record)  # type: ignore[arg-type]
+    assert lines[0].startswith("verdict: healthy")
+    assert lines[1].strip().startswith("start: vanishing (steps 0..19")
+    assert "-3.60" in lines[1]
+    assert lines[2].strip().startswith("end: healthy (steps 80..99")
+
+
+def test_timestep_lines_draw_a_vanishing_gradient_as_a_ramp_towards_the_end() -> None:
+    import numpy as np
+
+    from gradbench.inspect_cli import timestep_lines
+
+    # Distance from the end 0..9; each step back loses a decade; the last 2 are padding.
+    decaying = 10.0 ** -np.arange(10.0)
+    decaying[8:] = np.nan
+    series = {
+        "timestep_steps": np.array([0, 50]),
+        "timestep_grad_norm_from_end": np.stack([decaying, np.where(decaying > 0, 1.0, np.nan)]),
+    }
+    header, first, last, scale = timestep_lines(series, width=20)
+    assert "aligned at each sequence's end" in header
+    bars = first.split()[-1]
+    assert len(bars) == 8  # the padded distances no sequence reached are trimmed
+    assert bars[0] == "▁" and bars[-1] == "█"  # from the start (left) up to the loss
+    assert len(set(last.split()[-1])) == 1  # a flat curve is one level throughout
+    assert "8 time steps" in scale and "10^-7.0" in scale
+    assert timestep_lines({"loss": np.ones(3)}) == []

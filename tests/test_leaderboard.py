@@ -12,6 +12,7 @@ from rich.console import Console
 from scipy import stats
 
 from gradbench import leaderboard as lb
+from gradbench.errors import UsageError
 from gradbench.records import SCHEMA_VERSION
 
 TRAIN = {"lr": 0.05, "optimizer": "sgd-momentum", "steps": 100, "device": "cpu", "threads": 2}
@@ -98,6 +99,72 @@ def test_diverged_seeds_are_counted_and_kept_out_of_the_mean() -> None:
     assert frame.loc[0, "test_accuracy_mean"] == pytest.approx(0.65)
 
 
+def test_a_diverged_seed_with_a_finite_metric_stays_out_of_the_mean() -> None:
+    # Weights stayed finite, so the run was evaluated: a huge but finite MSE.
+    records = [rec("rnn-1", s, 0.1, loss=0.1) for s in (0, 1)]
+    records.append(rec("rnn-1", 2, 1e25, loss=1e25, diverged=True))
+    for r in records:
+        r["primary_metric"] = "test_loss"
+        r["metrics"]["test_loss"] = r["metrics"]["test_accuracy"]
+    frame = only_table(records)
+    assert frame.loc[0, "test_loss_mean"] == pytest.approx(0.1)
+    assert frame.loc[0, "train_loss_mean"] == pytest.approx(0.1)
+    assert (frame.loc[0, "seeds"], frame.loc[0, "finished"], frame.loc[0, "diverged"]) == (3, 2, 1)
+
+
+def test_steps_show_the_budget_and_the_divergence_steps_apart() -> None:
+    # The issue's case: four seeds diverged at steps 1, 2, 1, 1 and one ran its 200 steps.
+    records = []
+    for seed, stopped in enumerate([1, 2, 1, 200, 1]):
+        record = rec("irnn-1", seed, 0.5 if stopped == 200 else None, diverged=stopped < 200)
+        record["steps"] = stopped
+        record["diverged_step"] = stopped if stopped < 200 else None
+        records.append(record)
+    frame = only_table(records)
+    assert frame.loc[0, "steps"] == 200  # not 41, the mean of both kinds
+    assert frame.loc[0, "diverged_steps"] == "1, 2, 1, 1"
+    shown = lb.display_frame(frame)
+    assert shown.loc[0, "steps"] == "200" and shown.loc[0, "diverged at"] == "1, 2, 1, 1"
+    assert (shown.loc[0, "seeds"], shown.loc[0, "diverged"]) == (5, 4)
+    text = lb.to_markdown({"t": frame})
+    assert "diverged seeds are counted apart" in text and "over the seeds that finished" in text
+    console = Console(file=io.StringIO(), width=400, record=True)
+    lb.render_rich({"t": frame}, console)
+    assert "diverged seeds are counted apart" in " ".join(console.export_text().split())
+
+
+def test_a_finished_seed_without_a_metric_is_counted_not_dropped() -> None:
+    records = [rec("plain-8", 0, 0.8), rec("plain-8", 1, float("nan")), rec("plain-8", 2, 0.6)]
+    frame = only_table(records)
+    assert frame.loc[0, "seeds"] == 3 and frame.loc[0, "diverged"] == 0
+    assert frame.loc[0, "test_accuracy_mean"] == pytest.approx(0.7)
+    assert frame.loc[0, "test_accuracy_n"] == 2
+    shown = lb.display_frame(frame)
+    assert shown.loc[0, "in mean"] == 2
+    assert "'in mean' counts the finished seeds" in frame.attrs["note"]
+    # With every seed in the mean, neither the column nor the note appears.
+    clean = only_table([rec("plain-8", 0, 0.8), rec("plain-8", 1, 0.6)])
+    assert "in mean" not in lb.display_frame(clean) and clean.attrs["note"] is None
+
+
+def test_two_total_flops_budgets_are_two_rows() -> None:
+    records = []
+    for total in (1e12, 2e12):
+        for seed in (0, 1):
+            record = rec("plain-8", seed, 0.8, train={"steps": None})
+            record["budget"] = {
+                "kind": "flops",
+                "target": total,
+                "achieved": total,
+                "match": None,
+                "flops_budget": total,
+            }
+            records.append(record)
+    frame = only_table(records)
+    assert len(frame) == 2 and list(frame["seeds"]) == [2, 2]
+    assert frame.attrs["budget"] == "flops=1T, flops=2T"
+
+
 def test_lower_is_better_primary_metric_sorts_ascending() -> None:
     records = [rec("plain-8", 0, 0.5, loss=0.9), rec("resnet-8", 0, 0.5, loss=0.3)]
     for r in records:
@@ -156,7 +223,7 @@ def two_rows() -> dict[str, pd.DataFrame]:
 
 def test_markdown_output(two_rows: dict[str, pd.DataFrame]) -> None:
     text = lb.to_markdown(two_rows)
-    assert "### image | fashion-mnist train v1 (local)" in text
+    assert "### image \\| fashion-mnist train v1 (local)" in text
     assert "Budget: steps=100. Primary metric: test_accuracy." in text
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| model | test_accuracy | test_loss | train_loss | seeds |")
@@ -189,3 +256,84 @@ def test_rich_table_shows_labels_with_brackets_verbatim() -> None:
     text = console.export_text()
     assert "plain-20 [lr=0.05]" in text and "plain-20 [lr=0.1]" in text
     assert "fashion-mnist train v1 (local)" in text
+
+
+def markdown_tables(text: str) -> list[list[list[str]]]:
+    """Each table markdown-it (CommonMark + GFM tables) finds: rows of cell texts."""
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    tables: list[list[list[str]]] = []
+    row: list[str] = []
+    for i, token in enumerate(tokens):
+        if token.type == "table_open":
+            tables.append([])
+        elif token.type == "tr_open":
+            row = []
+        elif token.type in ("th_open", "td_open"):
+            row.append(tokens[i + 1].content)
+        elif token.type == "tr_close":
+            tables[-1].append(row)
+    return tables
+
+
+def test_markdown_renders_as_a_table_with_pipes_in_labels_and_headers() -> None:
+    records = [rec("plain-20", s, 0.8, train={"lr": 0.1}) for s in range(2)]
+    records += [rec("resnet-20", s, 0.9) for s in range(2)]
+    for r in records:
+        r["model_label"] = r["model"] + ":act=a|b"  # a pipe inside a label
+        r["probes"] = {"first_last_ratio_log10": -1.5}  # the "log10 |g1|/|gL|" column
+    text = lb.to_markdown(lb.build_tables(records))
+    (table,) = markdown_tables(text)
+    header, *rows = table
+    assert header[0] == "model" and "log10 |g1|/|gL|" in header
+    assert all(len(row) == len(header) for row in rows)
+    assert [row[0] for row in rows] == ["resnet-20:act=a|b [lr=0.05]", "plain-20:act=a|b [lr=0.1]"]
+
+
+def test_terminal_table_fits_100_columns_with_whole_names_and_numbers() -> None:
+    records = []
+    for model, accuracy in (("plain-56", 0.2345), ("resnet-56", 0.8765), ("plain-20", 0.6401)):
+        for seed in range(3):
+            r = rec(model, seed, accuracy + seed / 1000, parameters=853_018)
+            r["model_label"] = f"{model}:activation=leaky_relu,init=orthogonal,width=16"
+            r["model_options"] |= {"width": 16}
+            r["probes"] = {"first_last_ratio_log10": -0.4321}
+            r["verdict"] = "healthy"
+            records.append(r)
+    console = Console(width=100, record=True, file=io.StringIO())
+    lb.render_rich(lb.build_tables(records), console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "…" not in text
+    for name in ("plain-56", "resnet-56", "plain-20", "853,018", "healthy:3"):
+        assert name in text
+    # The options every row shares are said once, in the caption.
+    assert "every row: activation=leaky_relu, init=orthogonal, width=16" in " ".join(text.split())
+    wide = Console(width=300, record=True, file=io.StringIO())
+    lb.render_rich(lb.build_tables(records), wide, view=lb.TableView(wide=True))
+    wide_text = wide.export_text()
+    assert "plain-56:activation=leaky_relu,init=orthogonal,width=16" in wide_text
+    assert "train s" in wide_text and "test_loss" in wide_text
+
+
+def test_chosen_columns_and_unknown_columns() -> None:
+    tables = lb.build_tables([rec("plain-20", 0, 0.8)])
+    view = lb.TableView(columns=["seeds", "params"])
+    shown, _ = view.apply(next(iter(tables.values())))
+    assert list(shown.columns) == ["model", "seeds", "params"]
+    with pytest.raises(UsageError, match="no column 'nope'"):
+        lb.TableView(columns=["nope"]).check(tables)
+
+
+def test_runs_under_different_budgets_get_a_budget_column_and_both_in_the_caption() -> None:
+    short = [rec("plain-20", s, 0.7) for s in range(2)]
+    long = [rec("plain-20", s, 0.8, train={"steps": 400}) for s in range(2)]
+    for r in long:
+        r["budget"] = {"kind": "steps", "target": 400, "achieved": 400, "match": None}
+        r["steps"] = 400
+    (frame,) = lb.build_tables(short + long).values()
+    assert "steps=100" in frame.attrs["budget"] and "steps=400" in frame.attrs["budget"]
+    shown, _ = lb.TableView().apply(frame)
+    assert list(shown.columns[:2]) == ["model", "budget"]
+    assert sorted(shown["budget"]) == ["steps=100", "steps=400"]

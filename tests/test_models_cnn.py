@@ -40,6 +40,23 @@ def test_resnet20_has_the_published_parameter_count() -> None:
     assert count(make("resnet-20", CIFAR)) == 269_722
 
 
+def test_width_multiplier_rounds_each_stage_and_defaults_to_the_paper() -> None:
+    assert model_options("resnet-20")["width_multiplier"] == 1.0
+    paper, scaled = make("resnet-20", CIFAR), make("resnet-20", CIFAR, width_multiplier=1.0)
+    assert count(paper) == count(scaled) == 269_722
+
+    def stage_channels(model: nn.Module) -> list[int]:
+        return [model.stem[0].out_channels] + [model.blocks[i].conv1.out_channels for i in (3, 6)]
+
+    assert stage_channels(make("plain-20", width=15, width_multiplier=1.03)) == [15, 31, 62]
+    assert stage_channels(make("plain-20", width=15, width_multiplier=1.0)) == [15, 30, 60]
+    resnet = make("resnet-20", width=15, width_multiplier=1.03)
+    assert count(resnet) == count(make("plain-20", width=15, width_multiplier=1.03))
+    resnet(torch.randn(2, 1, 28, 28)).sum().backward()  # uneven zero-padded shortcuts run
+    with pytest.raises(UsageError, match="width_multiplier must be > 0"):
+        make("plain-8", width_multiplier=0.0)
+
+
 @pytest.mark.parametrize("depth", [8, 14, 20, 56])
 @pytest.mark.parametrize("width", [4, 16])
 @pytest.mark.parametrize("batch_norm", [True, False])

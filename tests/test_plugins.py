@@ -255,3 +255,116 @@ def test_a_built_wheel_holds_every_package_and_finds_the_builtin_tasks(tmp_path:
     where, tasks = json.loads(ran.stdout.strip().splitlines()[-1])
     assert Path(where).is_relative_to(site)
     assert "image" in tasks
+
+
+DOCS = REPO / "docs" / "plugins.md"
+
+
+def docs_plugins() -> dict[str, str]:
+    """The code blocks of docs/plugins.md marked ``<!-- plugin: FILE -->``, by file name."""
+    import re
+
+    text = DOCS.read_text(encoding="utf-8")
+    blocks = re.findall(r"<!-- plugin: (\S+) -->\n```python\n(.*?)```", text, re.S)
+    return {name: code for name, code in blocks}
+
+
+@pytest.mark.slow  # three tiny training runs
+def test_the_documented_plugins_load_list_and_run(
+    restore_registries, tmp_path: Path, capsys
+) -> None:
+    import numpy as np
+
+    plugins_dir = tmp_path / "my-plugins"
+    plugins_dir.mkdir()
+    documented = docs_plugins()
+    assert set(documented) == {"reviews.py", "my_digits.py", "blobs.py", "tiny_mlp.py"}
+    for name, code in documented.items():
+        (plugins_dir / name).write_text(code, encoding="utf-8")
+    # The helpers' data sets are 15 lines or fewer of code, as the docs promise.
+    for name in ("reviews.py", "my_digits.py"):
+        lines = [line for line in documented[name].splitlines() if line.strip()]
+        assert len(lines) <= 15, (name, len(lines))
+
+    data = tmp_path / "data"
+    (data / "reviews").mkdir(parents=True)
+    rows = ["1\ta fine film", "0\ta dull film", "1\tfine fun", "0\tdull dull"] * 4
+    (data / "reviews" / "train.tsv").write_text("label\tsentence\n" + "\n".join(rows) + "\n")
+    (data / "reviews" / "test.tsv").write_text("1\tfine\n0\tdull\n")
+    (data / "my-digits").mkdir()
+    generator = np.random.default_rng(0)
+    np.savez(
+        data / "my-digits" / "digits.npz",
+        x_train=generator.integers(0, 255, (40, 8, 8), dtype=np.uint8),
+        y_train=np.arange(40) % 10,
+        x_test=generator.integers(0, 255, (10, 8, 8), dtype=np.uint8),
+        y_test=np.arange(10),
+    )
+    common = ["--tasks-dir", str(plugins_dir), "--data-dir", str(data), "--no-download"]
+    code, out, err = cli(["list", "tasks", "--json", "-v", "--tasks-dir", str(plugins_dir)], capsys)
+    assert code == 0, err
+    listed = {t["name"]: t for t in json.loads(out)}
+    assert {"reviews", "my-digits", "blobs"} <= set(listed)
+    assert {"name": "size", "type": "int", "default": 256} in listed["blobs"]["options"]
+    code, out, _ = cli(["list", "models", "--json", "-p", "tiny*", *common[:2]], capsys)
+    assert [m["name"] for m in json.loads(out)] == ["tiny-mlp"]
+
+    results = tmp_path / "results"
+    runs = [
+        ("blobs", "tiny-mlp:width=8", []),
+        ("my-digits", "tiny-mlp", ["--batch-size", "8"]),
+        ("reviews", "gru:width=4", ["--batch-size", "4", "--threads", "1"]),
+    ]
+    for task, model, extra in runs:
+        args = ["run", task, "-m", model, "--steps", "2", "--probes", "off", *extra]
+        code, _, err = cli(args + common + ["--results", str(results)], capsys)
+        assert code == 0, err
+    records = {r["task"]: r for r in ResultsStore(results).load()}
+    assert records["blobs"]["dataset"]["name"] == "blobs"
+    # The helpers name the data set after the plugin, with a content hash as version.
+    assert records["my-digits"]["dataset"]["name"] == "my-digits"
+    assert records["my-digits"]["dataset"]["version"].startswith("sha256:")
+    assert records["reviews"]["dataset"]["name"] == "reviews"
+    assert records["reviews"]["dataset"]["num_examples"] == 16
+    assert records["reviews"]["metrics"]["test_accuracy"] is not None
+
+
+def test_a_documented_option_is_typed_from_its_annotation(
+    restore_registries, tmp_path: Path, capsys
+) -> None:
+    plugins_dir = tmp_path / "p"
+    plugins_dir.mkdir()
+    (plugins_dir / "blobs.py").write_text(docs_plugins()["blobs.py"], encoding="utf-8")
+    args = ["run", "blobs", "-m", "mlp-3", "--steps", "1", "-O", "size=many"]
+    code, _, err = cli(args + ["--tasks-dir", str(plugins_dir)], capsys)
+    assert code == 2 and "size='many'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_options_are_typed_even_when_another_annotation_cannot_be_resolved() -> None:
+    """A return type imported only for type checkers must not untype the options."""
+    from gradbench.errors import UsageError
+    from gradbench.options import coerce_options, describe_options
+
+    namespace: dict = {}
+    exec(  # a factory as a plugin file with `from __future__ import annotations` has it
+        "from __future__ import annotations\n"
+        "from gradbench.options import Count\n"
+        "def make(data, *, size: Count = 8, flag: bool = False, name=None) -> NotImported:\n"
+        "    ...\n",
+        namespace,
+    )
+    make = namespace["make"]
+    assert coerce_options("task t", make, {"size": "3", "flag": "yes", "name": "x"}) == {
+        "size": 3,
+        "flag": True,
+        "name": "x",
+    }
+    with pytest.raises(UsageError, match="size='0': input should be greater than or equal to 1"):
+        coerce_options("task t", make, {"size": "0"})
+    with pytest.raises(UsageError, match="has no option 'sise'; it takes size, flag, name"):
+        coerce_options("task t", make, {"sise": "3"})
+    assert [(n, d) for n, _, d in describe_options(make)] == [
+        ("size", 8),
+        ("flag", False),
+        ("name", None),
+    ]

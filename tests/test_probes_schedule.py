@@ -34,7 +34,16 @@ def test_levels():
     full = make_probes("full", model, task, config(steps=30))
     assert not off.active
     assert [s for s in range(30) if default.layer_schedule(s)] == [0, 10, 20, 29]
-    assert [s for s in range(30) if default.timestep_schedule(s)] == [0, 29]
+    # About 20 sampled steps for dL/dh_t, 10 to 100 steps apart.
+    assert [s for s in range(30) if default.timestep_schedule(s)] == [0, 10, 20, 29]
+    medium = make_probes("default", model, task, config(steps=300))
+    assert [s for s in range(300) if medium.timestep_schedule(s)] == [*range(0, 300, 15), 299]
+    long = make_probes("default", model, task, config(steps=2000))
+    assert [s for s in range(2000) if long.timestep_schedule(s)] == [*range(0, 2000, 100), 1999]
+    longer = make_probes("default", model, task, config(steps=5000))
+    assert sum(longer.timestep_schedule(s) for s in range(5000)) == 51  # every 100th
+    timed = make_probes("default", model, task, config(steps=None, seconds=5.0))
+    assert [s for s in range(250) if timed.timestep_schedule(s)] == [0, 100, 200]
     assert all(full.layer_schedule(s) and full.timestep_schedule(s) for s in range(30))
     with pytest.raises(ValueError):
         make_probes("most", model, task, config())

@@ -39,24 +39,36 @@ def test_probes_do_not_change_training():
 
 
 def test_default_level_captures_on_schedule_and_stores_series():
-    model, result, probes = run("default", steps=30)
+    model, result, probes = run("default", steps=60)
     series = probes.series()
-    assert series["probe_steps"].tolist() == [0, 10, 20, 29]
-    assert series["timestep_steps"].tolist() == [0, 29]
+    assert series["probe_steps"].tolist() == [0, 10, 20, 30, 40, 50, 59]
+    # dL/dh_t every 10th step at least (about 20 per run in longer ones), and the last.
+    assert series["timestep_steps"].tolist() == [0, 10, 20, 30, 40, 50, 59]
     layers = len(series["layer_names"])
     assert series["layer_names"].tolist() == ["cell", "norm", "head"]
     assert series["layer_kinds"].tolist() == ["weight", "norm", "weight"]
-    assert series["layer_grad_norm"].shape == (4, layers)
+    assert series["layer_grad_norm"].shape == (7, layers)
+    sizes = np.array([sum(p.numel() for p in m.parameters()) for m in model.children()][:1])
+    np.testing.assert_allclose(
+        series["layer_grad_rms"][:, 0], series["layer_grad_norm"][:, 0] / np.sqrt(sizes[0])
+    )
     assert np.all(np.isfinite(series["layer_update_ratio"]))  # every capture had its step
-    assert series["timestep_grad_norm"].shape == (2, 10)
+    assert series["timestep_grad_norm_from_end"].shape == (7, 10)
+    assert series["timestep_grad_norm_from_start"].shape == (7, 10)
     summary = probes.summary()
-    assert summary["captures"] == 4 and summary["timestep_length"] == 10
-    means = series["layer_grad_norm"].mean(axis=0)  # ratio of the mean norms, cell/head
+    assert summary["captures"] == 7 and summary["timestep_length"] == 10
+    assert summary["timestep_captures"] == 7 and summary["timestep_samples"] == 6
+    means = series["layer_grad_rms"].mean(axis=0)  # ratio of the mean RMS, cell/head
     assert summary["first_last_ratio_log10"] == pytest.approx(np.log10(means[0] / means[2]))
     assert summary["first_last_ratio_log10_initial"] == series["first_last_ratio_log10"][0]
     assert summary["first_layer"] == "cell" and summary["last_layer"] == "head"
     assert summary["nonfinite"] is None
-    assert 0 < summary["probe_seconds"] < result.train_seconds
+    # Windows: the first and last 20% of the 60 steps, each with its own evidence.
+    start, end = summary["windows"]["start"], summary["windows"]["end"]
+    assert start["steps"] == [0, 11] and end["steps"] == [48, 59]
+    assert start["layer_probe_steps"] == 2 and end["layer_probe_steps"] == 2
+    assert start["timestep_captures"] == 2 and end["timestep_captures"] == 2
+    assert 0 < summary["probe_seconds"] < result.probe_seconds + 1e-9
 
 
 def test_full_level_probes_every_step_and_off_stores_nothing():
@@ -99,6 +111,9 @@ def test_runner_records_summary_verdict_and_leaderboard_columns(tmp_path):
     assert record["probes"]["verdict_figures"]["clip_hit_rate"] == 1.0
     assert record["clip_hit_rate"] == 1.0
     assert {"loss", "grad_norm", "layer_grad_norm"} <= set(series)
+    assert record["verdict_start"] == "healthy" and record["verdict_end"] == "healthy"
+    assert record["verdict_evidence"]["end"]["verdict"] == "healthy"
+    assert record["probe_seconds"] > 0
     store = ResultsStore(tmp_path)
     store.append(record, series)
     (table,) = build_tables(store.load()).values()

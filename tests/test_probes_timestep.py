@@ -1,4 +1,4 @@
-"""∂L/∂h_t per time step: against retain_grad, the decay fit, tanh RNN vs LSTM, no side effects."""
+"""∂L/∂h_t per sample and time step: against retain_grad, aligned per sequence, the fits."""
 
 from __future__ import annotations
 
@@ -9,7 +9,12 @@ import pytest
 import torch
 from test_probes_toys import ToyRNN, ToyTask
 
-from gradbench.probes.timestep import decay_rate, log10_start_to_end, timestep_grad_norms
+from gradbench.probes.timestep import (
+    aligned,
+    decay_rate,
+    log10_start_to_end,
+    timestep_grad_norms,
+)
 from gradbench.task import Batch
 
 
@@ -18,13 +23,14 @@ def test_norms_match_retain_grad_reference():
     task = ToyTask((12, 3))
     model = ToyRNN(3, 6, 4, cell="lstm")
     batch = next(task.batches("train", 8, seed=0))
-    got = timestep_grad_norms(model, task, batch, samples=5)
+    got, lengths = timestep_grad_norms(model, task, batch, samples=5)
     assert all(p.grad is None for p in model.parameters())  # autograd.grad, not .backward
+    assert got.shape == (5, 12) and lengths.tolist() == [12] * 5
     output, states = model.hidden_sequence(batch.x[:5])
     for h in states:
         h.retain_grad()
     task.loss(output, Batch(batch.x[:5], batch.y[:5])).backward()
-    naive = np.array([h.grad.norm().item() for h in states])
+    naive = np.stack([h.grad.norm(dim=1).numpy() for h in states], axis=1)
     np.testing.assert_allclose(got, naive, rtol=1e-5)
 
 
@@ -56,6 +62,24 @@ def test_start_to_end_uses_the_last_reached_step():
     assert log10_start_to_end(np.array([1e-3, 1e-1, 1.0, 0.0])) == pytest.approx(-3)
 
 
+def test_padded_sequences_are_aligned_at_their_own_ends_and_padding_is_masked():
+    # Two sequences decaying by 10x a step from their own ends, lengths 4 and 2; the
+    # second's padded tail holds junk that must not enter any figure.
+    norms = np.array([[1e-3, 1e-2, 1e-1, 1.0], [1e-1, 1.0, 7.0, 7.0]])
+    lengths = np.array([4, 2])
+    from_end = aligned(norms, lengths, from_end=True)
+    np.testing.assert_allclose(from_end[:2], [1.0, 1e-1])  # both sequences agree there
+    np.testing.assert_allclose(from_end[2:], [1e-2, 1e-3])  # only the long one
+    from_start = aligned(norms, lengths, from_end=False)
+    rms = [np.sqrt((1e-6 + 1e-2) / 2), np.sqrt((1e-4 + 1) / 2), 1e-1, 1]
+    np.testing.assert_allclose(from_start, rms)
+    assert decay_rate(norms, lengths) == pytest.approx(-1.0)
+    # Per sequence: -3 decades and -1 decade; the median of the two.
+    assert log10_start_to_end(norms, lengths) == pytest.approx(-2.0)
+    # Absolute positions (the old way) would have read the junk as the end: not -2.
+    assert log10_start_to_end(norms) != pytest.approx(-2.0)
+
+
 def test_tanh_rnn_gradient_decays_faster_than_lstm_on_the_same_input():
     task = ToyTask((60, 4))
     batch = next(task.batches("train", 16, seed=0))
@@ -63,7 +87,8 @@ def test_tanh_rnn_gradient_decays_faster_than_lstm_on_the_same_input():
     for cell in ("rnn", "lstm"):
         torch.manual_seed(0)
         model = ToyRNN(4, 32, 4, cell=cell)
-        norms = timestep_grad_norms(model, task, batch, samples=16)
-        rates[cell], spans[cell] = decay_rate(norms), log10_start_to_end(norms)
+        norms, lengths = timestep_grad_norms(model, task, batch, samples=16)
+        rates[cell] = decay_rate(norms, lengths)
+        spans[cell] = log10_start_to_end(norms, lengths)
     assert rates["rnn"] < 0 and rates["rnn"] < rates["lstm"]
     assert spans["rnn"] < spans["lstm"]

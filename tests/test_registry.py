@@ -129,7 +129,13 @@ def test_builtin_tasks_after_loading_plugins() -> None:
 
 def test_a_variant_builds_the_same_name_for_another_input_kind(monkeypatch) -> None:
     import gradbench.models.build as build
-    from gradbench.models.build import ModelSpec, build_model, model_options, resolve_options
+    from gradbench.models.build import (
+        ModelSpec,
+        any_kind_options,
+        build_model,
+        model_options,
+        resolve_options,
+    )
     from gradbench.task import InputSpec
 
     models = Registry("model")
@@ -154,7 +160,8 @@ def test_a_variant_builds_the_same_name_for_another_input_kind(monkeypatch) -> N
     # Through model building: options are checked against the task's kind.
     monkeypatch.setattr(build, "MODELS", models)
     monkeypatch.setattr(build, "init_weights", lambda *a, **k: None)  # fakes, not modules
-    assert "attention" in model_options("cell")  # no kind yet: the union, for early parsing
+    assert "attention" in any_kind_options("cell")  # no kind yet: the union, for early parsing
+    assert "attention" not in model_options("cell")  # no kind: the own factory
     assert "attention" not in model_options("cell", "image")
     assert model_options("cell", "seq2seq")["attention"] == "none"
     with pytest.raises(UsageError, match="no option 'attention' on a task whose input"):

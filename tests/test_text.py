@@ -99,7 +99,9 @@ def test_padded_batch_gives_the_same_logits_as_each_sentence_alone(tiny):
     assert batch.lengths.tolist() == [6, 1]
     for name in ("rnn", "lstm", "gru", "transformer"):
         torch.manual_seed(0)
-        model = build_model(name, task.input_spec(), {**model_options(name), "width": 8}).eval()
+        model = build_model(
+            name, task.input_spec(), {**model_options(name, "tokens"), "width": 8}
+        ).eval()
         with torch.no_grad():
             together = model(batch.x, batch.lengths)
             for row in range(2):
@@ -140,7 +142,7 @@ def test_evaluate_reports_accuracy_and_macro_f1_on_dev_and_test(tiny):
     assert task.eval_splits == ("dev", "test")
     assert task.metrics[0].name == "dev_accuracy"
     torch.manual_seed(0)
-    model = build_model("gru", task.input_spec(), {**model_options("gru"), "width": 8})
+    model = build_model("gru", task.input_spec(), {**model_options("gru", "tokens"), "width": 8})
     config = TrainConfig(steps=3, optimizer="adam", lr=1e-2, batch_size=2, device="cpu")
     result = train(task, model, config, seed=0)
     assert set(result.metrics) == {m.name for m in task.metrics}
@@ -178,3 +180,36 @@ def test_mirror_files_load_with_their_published_sizes(mirror):
     assert 0.45 < task.baselines["dev_accuracy"] < 0.55
     batch = task.fake_batch(8)
     assert batch.x.shape[0] == 8 and batch.x.shape[1] == int(batch.lengths.max())
+
+
+def test_sst2_labels_outside_the_two_classes_name_the_file_and_line(tmp_path):
+    root = write_sst2(tmp_path / "data")
+    train = root / "sst2" / "train.tsv"
+    lines = train.read_text().splitlines()
+    lines[3] = "7\tseven is not a class"
+    train.write_text("\n".join(lines) + "\n")
+    data = DataConfig(root, tmp_path / "cache", download=False)
+    with pytest.raises(DataError, match=r"train\.tsv:4: label 7 is not 0 or 1"):
+        TASKS.create("text", data=data)
+
+
+def test_a_text_task_from_files_carries_its_own_name(tmp_path):
+    from gradbench.classification import text_classification_from_files
+
+    files = {}
+    for split, rows in (("train", TRAIN), ("test", TEST)):
+        files[split] = tmp_path / f"{split}.tsv"
+        files[split].write_text("".join(f"{label}\t{s}\n" for label, s in rows))
+    task = text_classification_from_files("reviews", files, min_freq=2)
+    assert isinstance(task, Task)
+    assert task.dataset_id("train").name == "reviews" and task.eval_splits == ("test",)
+    assert task.metrics[0].name == "test_accuracy" and task.num_classes == 2
+    task.eval_limit = 1
+    assert task.dataset_id("test").split == "test[:1]"
+    assert sum(len(b) for b in task.batches("test", 4, 0)) == 1
+    files["test"].write_text("1\tfine\n3\tthree classes?\n")
+    with pytest.raises(DataError, match=r"test\.tsv:2: label 3 is outside the task's 2 classes"):
+        text_classification_from_files("reviews", files)
+    files["test"].write_text("1\tfine\tand more\n")
+    with pytest.raises(DataError, match=r"test\.tsv:1: expected label<TAB>text"):
+        text_classification_from_files("reviews", files)

@@ -252,12 +252,56 @@ def test_hooks_see_every_step_with_unclipped_gradients(make_fake_task) -> None:
     ]
 
 
+class SlowProbes:
+    """Hooks that take 5 clock seconds per step, on a clock nothing else advances."""
+
+    def __init__(self, now: list[float]):
+        self.now = now
+
+    def start(self, model, task, config) -> None:
+        self.now[0] += 3.0
+
+    def after_backward(self, step, model, batch, loss, grad_norm) -> None:
+        self.now[0] += 5.0
+
+    def after_step(self, step, model) -> None:
+        pass
+
+    def finish(self, model, last_step) -> None:
+        self.now[0] += 1.0
+
+
+def test_probe_time_is_kept_out_of_the_training_clock(make_fake_task) -> None:
+    now = [0.0]
+    task = make_fake_task()
+    # Stopped by its 4 steps, never by --seconds: the hooks' 24 s are not training.
+    config = TrainConfig(**(BASE | {"steps": 4, "seconds": 4.0, "eval_every": 2}))
+    result = train(task, mlp(task), config, seed=0, hooks=SlowProbes(now), clock=lambda: now[0])
+    assert result.stop_reason == "steps" and result.steps == 4
+    assert result.train_seconds == 0.0
+    assert result.probe_seconds == 3.0 + 4 * 5.0 + 1.0
+
+
+def test_training_time_still_counts_under_a_seconds_budget(make_fake_task) -> None:
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 0.5  # every reading of the clock: half a second of "training"
+        return now[0]
+
+    task = make_fake_task()
+    config = TrainConfig(**(BASE | {"steps": 50, "seconds": 3.0}))
+    result = train(task, mlp(task), config, seed=0, hooks=SlowProbes(now), clock=clock)
+    assert result.stop_reason == "seconds" and result.train_seconds >= 3.0
+    assert result.probe_seconds > 5 * result.steps  # hooks' 5 s a step, none of it training
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
         ({}, "give a budget"),
         ({"steps": 1, "clip_norm": 1.0, "clip_value": 1.0}, "not both"),
-        ({"steps": 1, "optimizer": "rmsprop"}, "--optimizer 'rmsprop' is not one of"),
+        ({"steps": 1, "optimizer": "lbfgs"}, "--optimizer 'lbfgs' is not one of"),
         ({"steps": 1, "schedule": "poly"}, "--schedule 'poly'"),
         ({"steps": 1, "precision": "fp16"}, "--precision 'fp16'"),
         ({"steps": 0}, "--steps must be > 0"),

@@ -7,21 +7,29 @@ from test_probes_toys import ToyTask, config
 
 from gradbench.models.build import build_model, model_options
 from gradbench.probes import make_probes
-from gradbench.probes.verdict import THRESHOLDS, decide
+from gradbench.probes.verdict import THRESHOLDS, decide, window_verdict
 from gradbench.train import train
 
 T = THRESHOLDS
 
 
+def summary(start: dict | None = None, end: dict | None = None, **whole) -> dict:
+    """A probe summary with the given start and end window figures."""
+    return {**whole, "windows": {"start": start or {}, "end": end or {}}}
+
+
 def test_diverged_comes_first_and_carries_the_event():
     event = {"step": 7, "what": "gradient", "layer": "blocks.3", "layers": ["blocks.3"]}
-    verdict, figures = decide({"nonfinite": event, "first_last_ratio_log10": -9.0}, diverged=True)
+    verdict, figures = decide(
+        summary({"first_last_ratio_log10": -9.0}, nonfinite=event), diverged=True
+    )
     assert verdict == "diverged" and figures["step"] == 7 and figures["layer"] == "blocks.3"
+    assert figures["start"]["verdict"] == "vanishing"  # the windows are still judged
     assert decide({}, diverged=True, diverged_step=3, divergence="loss")[1]["step"] == 3
     assert decide({}, diverged=False) == (None, {})
 
 
-def test_each_threshold_decides_at_its_boundary():
+def test_each_threshold_decides_a_window_at_its_boundary():
     below = 0.99
     cases = [
         ({"grad_norm_growth_log10": T.growth_log10, "grad_norm_explosion_step": 4}, "exploding"),
@@ -29,31 +37,46 @@ def test_each_threshold_decides_at_its_boundary():
         ({"first_last_ratio_log10": T.ratio_log10}, "exploding"),
         ({"first_last_ratio_log10": -T.ratio_log10}, "vanishing"),
         ({"first_last_ratio_log10": -T.ratio_log10 * below}, "healthy"),
-        ({"first_last_ratio_log10_initial": T.ratio_log10}, "exploding"),
-        ({"first_last_ratio_log10_initial": -T.ratio_log10}, "vanishing"),
-        ({"first_last_ratio_log10_initial": T.ratio_log10 * below}, "healthy"),
+        ({"first_last_ratio_log10_first": T.ratio_log10}, "exploding"),
+        ({"first_last_ratio_log10_first": -T.ratio_log10}, "vanishing"),
+        ({"first_last_ratio_log10_first": T.ratio_log10 * below}, "healthy"),
         ({"timestep_log10_start_to_end": T.timestep_log10}, "exploding"),
         ({"timestep_log10_start_to_end": -T.timestep_log10}, "vanishing"),
         ({"timestep_log10_start_to_end": -T.timestep_log10 * below}, "healthy"),
-        ({"first_last_ratio_log10": None, "timestep_log10_start_to_end": None}, "healthy"),
+        ({"first_last_ratio_log10": None, "timestep_log10_start_to_end": None}, None),
     ]
-    for summary, expected in cases:
-        assert decide(summary, diverged=False)[0] == expected, summary
-    _, figures = decide(cases[0][0], diverged=False)
-    assert figures["step"] == 4 and figures["thresholds"]["growth_log10"] == T.growth_log10
+    for window, expected in cases:
+        assert window_verdict(window)[0] == expected, window
+        assert decide(summary(end=window), diverged=False)[0] == expected, window
+    _, why = window_verdict(cases[0][0])
+    assert why["step"] == 4
 
 
-def test_exploding_is_checked_before_vanishing_and_figures_are_always_given():
-    # An explosion at initialisation that collapsed the network (as plain-56 does).
-    summary = {
-        "first_last_ratio_log10_initial": T.ratio_log10 + 0.5,
-        "first_capture_step": 0,
-        "first_last_ratio_log10": -T.ratio_log10 - 1,
-    }
-    verdict, figures = decide(summary, diverged=False)
-    assert verdict == "exploding" and figures["step"] == 0
-    assert "at the first step" in figures["rule"]
-    assert figures["first_last_ratio_log10"] == -T.ratio_log10 - 1
+def test_the_end_decides_unless_something_exploded():
+    vanishing, healthy = {"timestep_log10_start_to_end": -29.7}, {"timestep_log10_start_to_end": 0}
+    exploding = {"first_last_ratio_log10_first": 3.0, "first_step": 0}
+    # The issue's GRU: thirty orders at step 0, about none once it solved the task.
+    verdict, evidence = decide(summary(vanishing, healthy), diverged=False)
+    assert verdict == "healthy" and evidence["rule"].startswith("end window")
+    assert (evidence["start"]["verdict"], evidence["end"]["verdict"]) == ("vanishing", "healthy")
+    # The tanh RNN that never learned: vanishing at both ends.
+    assert decide(summary(vanishing, vanishing), diverged=False)[0] == "vanishing"
+    # An explosion at the start (plain-56 with batch norm) is not forgiven by a calm end.
+    verdict, evidence = decide(summary(exploding, healthy), diverged=False)
+    assert verdict == "exploding" and evidence["step"] == 0
+    assert evidence["rule"].startswith("start window") and "first probe step" in evidence["rule"]
+    # Nor is one in the middle, which neither window saw.
+    mid = summary(healthy, healthy, grad_norm_growth_log10=2.5, grad_norm_explosion_step=40)
+    verdict, evidence = decide(mid, diverged=False)
+    assert verdict == "exploding" and evidence["step"] == 40
+    assert evidence["thresholds"]["growth_log10"] == T.growth_log10
+
+
+def test_exploding_is_checked_before_vanishing_within_a_window():
+    window = {"first_last_ratio_log10_first": T.ratio_log10 + 0.5, "first_step": 0}
+    window["first_last_ratio_log10"] = -T.ratio_log10 - 1
+    verdict, why = window_verdict(window)
+    assert verdict == "exploding" and why["step"] == 0 and "first probe step" in why["rule"]
 
 
 def run_model(name: str, steps: int = 12, **options):
@@ -72,7 +95,7 @@ def test_deep_sigmoid_mlp_with_small_init_vanishes():
         "mlp-20", activation="sigmoid", width=16, init="normal:0.01"
     )
     assert verdict == "vanishing"
-    assert figures["first_last_ratio_log10"] <= -T.ratio_log10
+    assert figures["end"]["first_last_ratio_log10"] <= -T.ratio_log10
     assert summary["saturated_fraction"] is not None
 
 
@@ -87,7 +110,7 @@ def test_large_init_and_high_learning_rate_explodes_or_diverges_with_its_step():
 def test_relu_he_mlp_is_healthy():
     (verdict, figures), _ = run_model("mlp-20", activation="relu", width=16, init="he")
     assert verdict == "healthy", figures
-    assert abs(figures["first_last_ratio_log10"]) < T.ratio_log10
+    assert abs(figures["end"]["first_last_ratio_log10"]) < T.ratio_log10
 
 
 def test_small_resnet_is_healthy():

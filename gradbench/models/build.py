@@ -9,13 +9,14 @@ one model must exist for it.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
 from gradbench.errors import UsageError
-from gradbench.mitigations import init_weights, parse_init
+from gradbench.mitigations import init_weights, parse_init, settle_norm
 from gradbench.registry import MODELS
 from gradbench.task import InputSpec
 
@@ -39,14 +40,21 @@ def model_options(name: str, kind: str | None = None) -> dict[str, Any]:
     """The options a model takes, with their defaults (the name's suffix applied).
 
     ``kind`` is the task's input kind: a name may be built by another factory for it
-    (``MODELS.register_variant``), with options of its own. Without a kind: the options
-    of the name's own factory and of every variant, so a model argument can be checked
-    before the task is known (``resolve_options`` checks it again for the task's kind).
+    (``MODELS.register_variant``), with options of its own. Without a kind: the name's
+    own factory, the one ``build_model`` uses for every kind that has no variant.
     """
-    entry, implied = MODELS.resolve(name)
-    factories = [MODELS.factory_for(name, kind)]
-    if kind is None:
-        factories += list(MODELS.variants(name).values())
+    return _options_of(name, [MODELS.factory_for(name, kind)])
+
+
+def any_kind_options(name: str) -> dict[str, Any]:
+    """The options of the name's own factory and of every variant: what a model argument
+    may carry before the task is known (``resolve_options`` checks it again for the
+    task's kind once it is)."""
+    return _options_of(name, [MODELS.factory_for(name), *MODELS.variants(name).values()])
+
+
+def _options_of(name: str, factories: list[Any]) -> dict[str, Any]:
+    _, implied = MODELS.resolve(name)
     options: dict[str, Any] = {}
     for factory in factories:
         for key, param in inspect.signature(factory).parameters.items():
@@ -76,9 +84,12 @@ def convert(model: str, key: str, value: Any, default: Any) -> Any:
         if isinstance(default, int):
             return int(value)
         if isinstance(default, float):
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # dropout=nan is a typo, not a setting
+                raise ValueError(value)
+            return number
     except ValueError:
-        wanted = {bool: "true or false", int: "an integer", float: "a number"}[type(default)]
+        wanted = {bool: "true or false", int: "an integer", float: "a finite number"}[type(default)]
         raise UsageError(f"model {model}: option {key}={value!r} is not {wanted}") from None
     return value
 
@@ -106,7 +117,7 @@ def parse_model_arg(text: str) -> ModelSpec:
         if not sep or not key.strip():
             raise UsageError(f"model {name}: option {item!r} must be written key=value")
         options[key.strip().replace("-", "_")] = value.strip()
-    known = model_options(name)
+    known = any_kind_options(name)
     entry, implied = MODELS.resolve(name)
     for key in options:
         # "plain-8:depth=14" would build a plain-14 labelled plain-8.
@@ -125,10 +136,15 @@ def resolve_options(
 ) -> dict[str, Any]:
     """Every option the model will be built with: defaults < shared options < its own.
 
-    ``kind``: the task's input kind, which picks the factory (see ``model_options``).
+    ``kind``: the task's input kind, which picks the factory (see ``model_options``);
+    without one, the name's own factory (the one ``build_model`` uses for the kinds
+    that have no variant).
     """
-    known = model_options(spec.name, kind)
-    foreign = [key for key in spec.options if key not in known]
+    known = _options_of(spec.name, [MODELS.factory_for(spec.name, kind)])
+    # Before the task is known, an option of any variant (``lstm:encoder=resnet-8`` for a
+    # video task) is allowed: ``prepare_models`` checks it again for the task's kind.
+    allowed = known if kind is not None else any_kind_options(spec.name)
+    foreign = [key for key in spec.options if key not in allowed]
     if foreign:
         raise UsageError(
             f"model {spec.name} has no option {foreign[0]!r} on a task whose input is {kind}; "
@@ -140,6 +156,8 @@ def resolve_options(
             resolved[key] = convert(spec.name, key, value, known[key])
     resolved.update(spec.options)
     parse_init(resolved["init"])
+    given = {k: v for k, v in shared.items() if v is not None and k in known} | spec.options
+    settle_norm(resolved, {k: convert(spec.name, k, v, allowed[k]) for k, v in given.items()})
     return resolved
 
 

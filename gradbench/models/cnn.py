@@ -4,7 +4,15 @@ Depth 6n+2: a 3x3 stem, three stages of n two-convolution blocks (widths w, 2w, 
 stride 2 entering stages 2 and 3), global average pooling and a linear classifier.
 ``plain-N`` and ``resnet-N`` are the same network except for the identity shortcuts,
 which are parameter-free (option A: subsample and zero-pad channels), so the pair has
-exactly the same parameter count at every depth and width.
+exactly the same parameter count at every depth and width. The shortcuts are a switch
+(``plain-56:residual=true`` builds ``resnet-56``), and so is the normalisation
+(``norm=batch|layer|group|none``; ``batch_norm=false`` is shorthand for ``norm=none``).
+
+``width_multiplier`` (default 1.0: the paper's widths) scales every stage's channel
+count before rounding it to whole channels: stage s has round(m * width * 2^s). It is
+the budget solver's fine knob: one more base channel adds ~2/width of the parameters
+(13% at width 15), while m moves one stage at a time by a channel or two, so a
+parameter or FLOP target lands within ±2% (docs/budgets.md).
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradbench.errors import UsageError
-from gradbench.mitigations import make_activation
+from gradbench.mitigations import make_activation, make_norm, pick_norm
 from gradbench.registry import MODELS
 from gradbench.task import InputSpec
 
@@ -28,15 +36,16 @@ def check_depth(depth: int) -> int:
 
 class Block(nn.Module):
     def __init__(
-        self, c_in: int, c_out: int, stride: int, activation: str, batch_norm: bool, residual: bool
+        self, c_in: int, c_out: int, stride: int, activation: str, norm: str, residual: bool
     ):
         super().__init__()
         self.residual = residual
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=not batch_norm)
-        self.bn1 = nn.BatchNorm2d(c_out) if batch_norm else nn.Identity()
+        # A normalisation's shift makes the convolution's bias redundant.
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=norm == "none")
+        self.bn1 = make_norm(norm, c_out)
         self.act1 = make_activation(activation)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=not batch_norm)
-        self.bn2 = nn.BatchNorm2d(c_out) if batch_norm else nn.Identity()
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=norm == "none")
+        self.bn2 = make_norm(norm, c_out)
         self.act2 = make_activation(activation)
         self.stride = stride
         self.pad = c_out - c_in
@@ -63,8 +72,9 @@ class CifarNet(nn.Module):
         depth: int,
         width: int,
         activation: str,
-        batch_norm: bool,
+        norm: str,
         residual: bool,
+        width_multiplier: float = 1.0,
     ):
         super().__init__()
         if spec.kind != "image":
@@ -72,19 +82,23 @@ class CifarNet(nn.Module):
         blocks_per_stage = check_depth(depth)
         if width < 1:
             raise UsageError(f"CNN width (stem channels) must be >= 1, got {width}")
+        if not width_multiplier > 0:
+            raise UsageError(f"CNN width_multiplier must be > 0, got {width_multiplier}")
+        stage_channels = [max(1, round(width * 2**s * width_multiplier)) for s in range(3)]
+        width = stage_channels[0]
         channels = spec.shape[0]
         self.stem = nn.Sequential(
-            nn.Conv2d(channels, width, 3, 1, 1, bias=not batch_norm),
-            nn.BatchNorm2d(width) if batch_norm else nn.Identity(),
+            nn.Conv2d(channels, width, 3, 1, 1, bias=norm == "none"),
+            make_norm(norm, width),
             make_activation(activation),
         )
         layers: list[nn.Module] = []
         c_in = width
         for stage in range(3):
-            c_out = width * 2**stage
+            c_out = stage_channels[stage]
             for index in range(blocks_per_stage):
                 stride = 2 if stage > 0 and index == 0 else 1
-                layers.append(Block(c_in, c_out, stride, activation, batch_norm, residual))
+                layers.append(Block(c_in, c_out, stride, activation, norm, residual))
                 c_in = c_out
         self.blocks = nn.Sequential(*layers)
         self.head = nn.Linear(c_in, spec.num_outputs)
@@ -107,8 +121,13 @@ def plain(
     width: int = 16,
     activation: str = "relu",
     batch_norm: bool = True,
+    norm: str = "auto",  # batch, layer, group, none; auto: as batch_norm says
+    residual: bool = False,
+    width_multiplier: float = 1.0,
 ) -> nn.Module:
-    return CifarNet(spec, depth, width, activation, batch_norm, residual=False)
+    return CifarNet(
+        spec, depth, width, activation, pick_norm(norm, batch_norm), residual, width_multiplier
+    )
 
 
 @MODELS.register(
@@ -124,5 +143,10 @@ def resnet(
     width: int = 16,
     activation: str = "relu",
     batch_norm: bool = True,
+    norm: str = "auto",  # batch, layer, group, none; auto: as batch_norm says
+    residual: bool = True,
+    width_multiplier: float = 1.0,
 ) -> nn.Module:
-    return CifarNet(spec, depth, width, activation, batch_norm, residual=True)
+    return CifarNet(
+        spec, depth, width, activation, pick_norm(norm, batch_norm), residual, width_multiplier
+    )

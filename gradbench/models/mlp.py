@@ -12,16 +12,16 @@ import math
 from torch import Tensor, nn
 
 from gradbench.errors import UsageError
-from gradbench.mitigations import make_activation
+from gradbench.mitigations import make_activation, make_norm, pick_norm
 from gradbench.registry import MODELS
 from gradbench.task import InputSpec
 
 
 class MLPLayer(nn.Module):
-    def __init__(self, width: int, activation: str, batch_norm: bool, residual: bool):
+    def __init__(self, width: int, activation: str, norm: str, residual: bool):
         super().__init__()
         self.linear = nn.Linear(width, width)
-        self.norm = nn.BatchNorm1d(width) if batch_norm else nn.Identity()
+        self.norm = make_norm(norm, width, dims=1)
         self.act = make_activation(activation)
         self.residual = residual
 
@@ -37,7 +37,7 @@ class MLP(nn.Module):
         depth: int,
         width: int,
         activation: str,
-        batch_norm: bool,
+        norm: str,
         residual: bool,
     ):
         super().__init__()
@@ -51,7 +51,7 @@ class MLP(nn.Module):
             nn.Flatten(), nn.Linear(math.prod(spec.shape), width), make_activation(activation)
         )
         self.hidden = nn.Sequential(
-            *(MLPLayer(width, activation, batch_norm, residual) for _ in range(depth - 2))
+            *(MLPLayer(width, activation, norm, residual) for _ in range(depth - 2))
         )
         self.head = nn.Linear(width, spec.num_outputs)
 
@@ -72,6 +72,7 @@ def mlp(
     width: int = 128,
     activation: str = "relu",
     batch_norm: bool = False,
+    norm: str = "auto",  # batch, layer, group, none; auto: as batch_norm says
     residual: bool = False,
 ) -> nn.Module:
-    return MLP(spec, depth, width, activation, batch_norm, residual)
+    return MLP(spec, depth, width, activation, pick_norm(norm, batch_norm), residual)

@@ -27,6 +27,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from gradbench.errors import UsageError
+from gradbench.models.frontend import make_frontend
 from gradbench.models.sequence import (
     POOLINGS,
     Readout,
@@ -73,6 +74,7 @@ class RecurrentNet(nn.Module):
         layer_norm: bool = False,
         recurrent_init: str = "default",
         forget_bias: float = 0.0,
+        frontend: str = "none",
     ):
         super().__init__()
         check_sequence_spec(spec, cell)
@@ -87,6 +89,8 @@ class RecurrentNet(nn.Module):
         self.directions = 2 if bidirectional else 1
         self.embed = make_embedding(spec, embed_dim)
         features = input_size(spec, embed_dim)
+        # Optional strided convolutions over time before the recurrence (off: None).
+        self.frontend = make_frontend(frontend, features, cell)
         self.layers = nn.ModuleList()
         self.norms = nn.ModuleList()
         for _ in range(depth):
@@ -114,6 +118,8 @@ class RecurrentNet(nn.Module):
                                 nn.init.orthogonal_(block)
                     elif name.startswith("bias") and kind == "identity":
                         param.zero_()  # Le et al. (2015): identity recurrence, zero biases
+                # Read by mitigations.init_weights: a generic --init leaves this alone.
+                layer.own_recurrent_init = kind != "default"
                 if self.cell == "lstm" and forget_bias:
                     # Read by mitigations.init_weights, so a generic --init keeps it.
                     layer.forget_bias = forget_bias
@@ -127,6 +133,13 @@ class RecurrentNet(nn.Module):
     def _inputs(self, x: Tensor) -> Tensor:
         return self.embed(x) if self.embed is not None else x
 
+    def _prepare(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The first recurrent layer's input and lengths: after the front end, if any."""
+        states = self._inputs(x)
+        if self.frontend is None:
+            return states, lengths
+        return self.frontend(states, lengths)
+
     def _fused(self, layer: nn.RNNBase, x: Tensor, lengths: Tensor | None) -> Tensor:
         if lengths is None:
             return layer(x)[0]
@@ -135,7 +148,7 @@ class RecurrentNet(nn.Module):
         return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        states = self._inputs(x)
+        states, lengths = self._prepare(x, lengths)
         for layer, norm in zip(self.layers, self.norms, strict=True):
             states = norm(self._fused(layer, states, lengths))
         return self.readout(states, lengths)
@@ -143,19 +156,20 @@ class RecurrentNet(nn.Module):
     def hidden_grad_norms(
         self, x: Tensor, lengths: Tensor | None, loss_fn: Callable[[Tensor], Tensor]
     ) -> Tensor | None:
-        """||dL/dh_t|| of the top layer for t = 0 .. T-1 in one fused pass, or None.
+        """Per-sample ||dL/dh_t|| of the top layer, (B, T), in one fused pass, or None.
 
         The step-by-step ``hidden_sequence`` costs a Python loop over T. For a tanh/ReLU
         RNN or an LSTM, h_t reaches the loss directly (out_t) and through the next step's
         gate pre-activations a_{t+1} = W_ih x_{t+1} + W_hh h_t + b only, so
         dL/dh_t = dL/dout_t + W_hh^T dL/da_{t+1}. dL/da_t is read off a zero input z_t
         added to the pre-activations, by running the fused kernel on [x_t, z_t] with input
-        weights [W_ih, I]. Same numbers as ``hidden_sequence`` (tested), ~1 fused pass.
-        None for the GRU (its recurrent term is gated by r_t) and bidirectional nets.
+        weights [W_ih, I]. Same numbers as ``hidden_sequence`` (tested), ~1 fused pass;
+        zero at padded steps, as there. None for the GRU (its recurrent term is gated by
+        r_t) and bidirectional nets.
         """
         if self.cell not in ("rnn", "lstm") or self.directions != 1:
             return None
-        states = self._inputs(x)
+        states, lengths = self._prepare(x, lengths)
         *lower, (top, top_norm) = list(zip(self.layers, self.norms, strict=True))
         for layer, norm in lower:
             states = norm(self._fused(layer, states, lengths))
@@ -192,7 +206,7 @@ class RecurrentNet(nn.Module):
         d_z = torch.zeros_like(z) if d_z is None else d_z
         total = d_out.clone()
         total[:, :-1] += d_z[:, 1:] @ top.weight_hh_l0
-        return total.detach().float().norm(dim=(0, 2))
+        return total.detach().float().norm(dim=2)
 
     def _gate_probe_layer(self, top: nn.RNNBase, input_size: int) -> nn.RNNBase:
         """A parameter-free twin of the top layer taking [x, z]; cached, not registered."""
@@ -218,7 +232,7 @@ class RecurrentNet(nn.Module):
         them). At padded steps a sample's state is carried unchanged, so the state at its
         true last step is what the last-state pooling reads.
         """
-        states = self._inputs(x)
+        states, lengths = self._prepare(x, lengths)
         *lower, top = list(zip(self.layers, self.norms, strict=True))
         for layer, norm in lower:
             states = norm(self._fused(layer, states, lengths))
@@ -296,6 +310,7 @@ def rnn(
     embed_dim: int = 64,
     layer_norm: bool = False,
     recurrent_init: str = "default",
+    frontend: str = "none",
 ) -> nn.Module:
     return RecurrentNet(
         spec,
@@ -308,6 +323,7 @@ def rnn(
         embed_dim=embed_dim,
         layer_norm=layer_norm,
         recurrent_init=recurrent_init,
+        frontend=frontend,
     )
 
 
@@ -327,6 +343,7 @@ def irnn(
     embed_dim: int = 64,
     layer_norm: bool = False,
     recurrent_init: str = "identity",
+    frontend: str = "none",
 ) -> nn.Module:
     return RecurrentNet(
         spec,
@@ -339,6 +356,7 @@ def irnn(
         embed_dim=embed_dim,
         layer_norm=layer_norm,
         recurrent_init=recurrent_init,
+        frontend=frontend,
     )
 
 
@@ -359,6 +377,7 @@ def lstm(
     layer_norm: bool = False,
     recurrent_init: str = "default",
     forget_bias: float = 1.0,
+    frontend: str = "none",
 ) -> nn.Module:
     return RecurrentNet(
         spec,
@@ -371,6 +390,7 @@ def lstm(
         layer_norm=layer_norm,
         recurrent_init=recurrent_init,
         forget_bias=forget_bias,
+        frontend=frontend,
     )
 
 
@@ -390,6 +410,7 @@ def gru(
     embed_dim: int = 64,
     layer_norm: bool = False,
     recurrent_init: str = "default",
+    frontend: str = "none",
 ) -> nn.Module:
     return RecurrentNet(
         spec,
@@ -401,4 +422,5 @@ def gru(
         embed_dim=embed_dim,
         layer_norm=layer_norm,
         recurrent_init=recurrent_init,
+        frontend=frontend,
     )

@@ -64,7 +64,8 @@ class Readout(nn.Module):
     the state at each sample's true last step (for a bidirectional encoder, the forward
     half there and the backward half at step 0, i.e. both directions' final states),
     ``"mean"`` averages over real steps only. ``"per_step_class"`` targets (the copy
-    task) apply the head to each of the last ``output_steps`` states.
+    task) apply the head to each of the last ``output_steps`` states; ``"per_frame"``
+    targets (CTC) to every state, so the loss reaches every frame directly.
     """
 
     def __init__(self, spec: InputSpec, features: int, pooling: str, backward_from: int | None):
@@ -79,6 +80,8 @@ class Readout(nn.Module):
     def forward(self, states: Tensor, lengths: Tensor | None = None) -> Tensor:
         if self.target == "per_step_class":
             return self.head(states[:, -self.output_steps :])
+        if self.target == "per_frame":
+            return self.head(states)
         return self.head(self.pool(states, lengths))
 
     def pool(self, states: Tensor, lengths: Tensor | None) -> Tensor:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from gradbench.errors import UsageError
 from gradbench.mitigations import make_activation
+from gradbench.models.frontend import make_frontend, subsampled_steps
 from gradbench.models.sequence import (
     POOLINGS,
     Readout,
@@ -60,6 +61,7 @@ class TransformerNet(nn.Module):
         embed_dim: int,
         activation: str,
         dropout: float,
+        frontend: str = "none",
     ):
         super().__init__()
         check_sequence_spec(spec, "transformer")
@@ -72,22 +74,23 @@ class TransformerNet(nn.Module):
         d_model = heads * math.ceil(width / heads)
         self.d_model = d_model
         self.embed = make_embedding(spec, embed_dim)
+        # Optional strided convolutions over time before the projection (off: None).
+        self.frontend = make_frontend(frontend, input_size(spec, embed_dim), "transformer")
         self.project = nn.Linear(input_size(spec, embed_dim), d_model)
-        max_steps = spec.shape[0]
+        max_steps = subsampled_steps(spec.shape[0], frontend)
         if positions == "learned":
             self.position = nn.Parameter(torch.randn(max_steps, d_model) * 0.02)
         else:
             self.register_buffer("position", sinusoidal_positions(max_steps, d_model))
-        act = F.gelu if activation == "gelu" else make_activation(activation)
         # Separate constructions, not nn.TransformerEncoder's deep copies, so the blocks
-        # do not all start from the same weights.
+        # do not all start from the same weights (nor share one PReLU slope).
         self.blocks = nn.ModuleList(
             nn.TransformerEncoderLayer(
                 d_model,
                 heads,
                 ffn_mult * width,
                 dropout,
-                act,
+                F.gelu if activation == "gelu" else make_activation(activation),
                 batch_first=True,
                 norm_first=pre_ln,
             )
@@ -97,10 +100,13 @@ class TransformerNet(nn.Module):
         self.final_norm = nn.LayerNorm(d_model) if pre_ln else nn.Identity()
         self.readout = Readout(spec, d_model, pooling, None)
 
-    def _stream(self, x: Tensor) -> Tensor:
-        """The residual stream entering the first block: projected inputs plus positions."""
+    def _stream(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The residual stream entering the first block (projected inputs plus positions),
+        and the lengths after the front end."""
         inputs = self.embed(x) if self.embed is not None else x
-        return self.project(inputs) + self.position[: x.shape[1]]
+        if self.frontend is not None:
+            inputs, lengths = self.frontend(inputs, lengths)
+        return self.project(inputs) + self.position[: inputs.shape[1]], lengths
 
     def _encode(self, stream: Tensor, lengths: Tensor | None) -> Tensor:
         padding = None
@@ -111,7 +117,7 @@ class TransformerNet(nn.Module):
         return self.readout(self.final_norm(stream), lengths)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        return self._encode(self._stream(x), lengths)
+        return self._encode(*self._stream(x, lengths))
 
     def hidden_sequence(
         self, x: Tensor, lengths: Tensor | None = None
@@ -123,7 +129,8 @@ class TransformerNet(nn.Module):
         loss depends on position t's input. No recurrence: distance from the loss
         costs no extra steps, and the per-timestep norms should not decay with it.
         """
-        hs = list(self._stream(x).unbind(1))
+        stream, lengths = self._stream(x, lengths)
+        hs = list(stream.unbind(1))
         return self._encode(torch.stack(hs, dim=1), lengths), hs
 
 
@@ -149,6 +156,7 @@ def transformer(
     embed_dim: int = 64,
     activation: str = "gelu",
     dropout: float = 0.0,
+    frontend: str = "none",
 ) -> nn.Module:
     return TransformerNet(
         spec,
@@ -162,4 +170,5 @@ def transformer(
         embed_dim=embed_dim,
         activation=activation,
         dropout=dropout,
+        frontend=frontend,
     )

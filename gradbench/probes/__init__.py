@@ -11,8 +11,12 @@ verdict rule in ``verdict``; plots are elsewhere (``gradbench.report``). Levels:
 
 - ``off``: nothing is measured; the verdict is only ``diverged`` or none.
 - ``default``: per-layer quantities on step 0, every 10th step and the planned last
-  step; ∂L/∂h_t on step 0, every 100th step and the last; non-finite events always.
+  step; ∂L/∂h_t on step 0, on about 20 steps spread over the run (every 10th to every
+  100th step) and the last; non-finite events always.
 - ``full``: everything on every step.
+
+The summary holds whole-run figures and, under ``windows``, the same figures for the
+start and the end of the run, from which ``verdict`` decides.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from gradbench.probes.layer_norms import (
     layer_grad_norms,
     mean_first_last_ratio_log10,
 )
-from gradbench.probes.layers import model_layers
+from gradbench.probes.layers import gradient_ends, model_layers
 from gradbench.probes.nonfinite import (
     NonFiniteEvent,
     first_nonfinite_module,
@@ -44,6 +48,7 @@ from gradbench.probes.saturation import SaturationProbe
 from gradbench.probes.schedule import Schedule
 from gradbench.probes.timestep import (
     DEFAULT_SAMPLES,
+    aligned,
     decay_rate,
     has_hidden_sequence,
     log10_start_to_end,
@@ -70,6 +75,23 @@ class Capture:
     weight_norms: np.ndarray | None = None
 
 
+@dataclass
+class TimestepCapture:
+    """Per-sample ||∂L/∂h_t|| of one scheduled step (0 at padded positions) and the lengths."""
+
+    step: int
+    norms: np.ndarray  # (samples, T)
+    lengths: np.ndarray  # (samples,)
+
+    @property
+    def decay(self) -> float:
+        return decay_rate(self.norms, self.lengths)
+
+    @property
+    def start_to_end(self) -> float:
+        return log10_start_to_end(self.norms, self.lengths)
+
+
 class ProbeSet:
     """The hooks of one run; ``level`` "off", "default" or "full"."""
 
@@ -90,12 +112,13 @@ class ProbeSet:
         self.active = level != "off"
         self.task: Task | None = None
         self.index: LayerIndex | None = None
+        self.ends: tuple[int, int] | None = None
         self.saturation: SaturationProbe | None = None
         self.has_hidden = False
         self.captures: list[Capture] = []
-        self.timestep_steps: list[int] = []
-        self.timestep_norms: list[np.ndarray] = []
+        self.timesteps: list[TimestepCapture] = []
         self.grad_norms: list[float] = []
+        self.losses: list[float] = []
         self.event: NonFiniteEvent | None = None
         self.seconds = 0.0
         self._before = None
@@ -107,7 +130,9 @@ class ProbeSet:
             return
         began = time.perf_counter()
         self.task = task
-        self.index = LayerIndex(model_layers(model))
+        layers = model_layers(model)
+        self.index = LayerIndex(layers)
+        self.ends = gradient_ends(model, layers)
         self.saturation = SaturationProbe(model)
         self.has_hidden = has_hidden_sequence(model)
         if self.layer_schedule(0):
@@ -121,6 +146,7 @@ class ProbeSet:
             return
         began = time.perf_counter()
         self.grad_norms.append(grad_norm)
+        self.losses.append(loss)
         saturation = self.saturation.collect() if self.saturation else None
         bad = not (math.isfinite(loss) and math.isfinite(grad_norm))
         if self.layer_schedule(step) or bad:
@@ -131,9 +157,8 @@ class ProbeSet:
             elif self.event is None:
                 self.event = self._diagnose(step, model, batch, loss, norms)
         if not bad and self.has_hidden and self.timestep_schedule(step):
-            norms_t = timestep_grad_norms(model, self.task, batch, self.samples)
-            self.timestep_steps.append(step)
-            self.timestep_norms.append(norms_t)
+            norms_t, lengths = timestep_grad_norms(model, self.task, batch, self.samples)
+            self.timesteps.append(TimestepCapture(step, norms_t, lengths))
         self.seconds += time.perf_counter() - began
 
     def after_step(self, step: int, model: nn.Module) -> None:
@@ -181,70 +206,130 @@ class ProbeSet:
     def kinds(self) -> list[str]:
         return [layer.kind for layer in self.index.layers] if self.index else []
 
+    def _rms(self, capture: Capture) -> np.ndarray:
+        assert self.index is not None
+        return self.index.rms(capture.grad_norms)
+
+    def _ratio(self, captures: list[Capture]) -> float:
+        if not captures:
+            return math.nan
+        return mean_first_last_ratio_log10(np.stack([self._rms(c) for c in captures]), self.ends)
+
     def summary(self) -> dict[str, Any]:
         """Figures for the run record; empty when probes were off."""
         if not self.active or self.index is None:
             return {}
         kinds = self.kinds
-        weights = [i for i, kind in enumerate(kinds) if kind == "weight"]
-        ratios = [first_last_ratio_log10(c.grad_norms, kinds) for c in self.captures]
+        ratios = [first_last_ratio_log10(self._rms(c), self.ends) for c in self.captures]
         finite_ratios = [r for r in ratios if math.isfinite(r)]
+        names = [layer.name for layer in self.index.layers]
         out: dict[str, Any] = {
             "level": self.level,
             "probe_seconds": self.seconds,
             "layers": len(kinds),
-            "weight_layers": len(weights),
-            "first_layer": self.index.layers[weights[0]].name if weights else None,
-            "last_layer": self.index.layers[weights[-1]].name if weights else None,
+            "weight_layers": kinds.count("weight"),
+            # Layers are compared by RMS gradient per element (||g|| / sqrt(n)).
+            "layer_quantity": "rms_grad_per_element",
+            "first_layer": names[self.ends[0]] if self.ends else None,
+            "last_layer": names[self.ends[1]] if self.ends else None,
             "captures": len(self.captures),
             "first_capture_step": self.captures[0].step if self.captures else None,
-            "first_last_ratio_log10": _none_if_nan(
-                mean_first_last_ratio_log10(np.stack([c.grad_norms for c in self.captures]), kinds)
-                if self.captures
-                else math.nan
-            ),
+            "first_last_ratio_log10": _none_if_nan(self._ratio(self.captures)),
             "first_last_ratio_log10_initial": finite_ratios[0] if finite_ratios else None,
             "first_last_ratio_log10_final": finite_ratios[-1] if finite_ratios else None,
         }
         out.update(self._grad_norm_figures())
-        out.update(self._update_figures(weights))
+        out.update(self._update_figures())
         out.update(self._saturation_figures())
-        out.update(self._timestep_figures())
+        out.update(self._timestep_figures(self.timesteps))
+        out["windows"] = self._windows()
         out["nonfinite"] = self.event.as_dict() if self.event else None
         return out
+
+    def _initial_norm(self) -> float | None:
+        norms = np.asarray(self.grad_norms, dtype=np.float64)
+        finite = norms[np.isfinite(norms)]
+        return float(np.median(finite[:INITIAL_STEPS])) if len(finite) else None
+
+    def _growth(self, low: int, high: int) -> tuple[float | None, int | None]:
+        """(log10 of the largest global grad norm in steps [low, high) over the initial level,
+        first step there at or above the explosion threshold)."""
+        initial = self._initial_norm()
+        norms = np.asarray(self.grad_norms[low:high], dtype=np.float64)
+        finite = np.isfinite(norms)
+        if not initial or initial <= 0 or not finite.any():
+            return None, None
+        peak = float(norms[finite].max())
+        limit = initial * 10**self.thresholds.growth_log10
+        over = np.flatnonzero(finite & (norms >= limit))
+        growth = math.log10(peak / initial) if peak > 0 else None
+        return growth, (low + int(over[0])) if len(over) else None
 
     def _grad_norm_figures(self) -> dict[str, Any]:
         norms = np.asarray(self.grad_norms, dtype=np.float64)
         finite = norms[np.isfinite(norms)]
         if len(finite) == 0:
             return {"grad_norm_initial": None, "grad_norm_max": None}
-        initial = float(np.median(finite[:INITIAL_STEPS]))
         peak_at = int(np.nanargmax(np.where(np.isfinite(norms), norms, -np.inf)))
-        figures: dict[str, Any] = {
-            "grad_norm_initial": initial,
+        growth, explosion = self._growth(0, len(norms))
+        return {
+            "grad_norm_initial": self._initial_norm(),
             "grad_norm_max": float(norms[peak_at]),
             "grad_norm_max_step": peak_at,
             "grad_norm_final": float(finite[-1]),
-            "grad_norm_growth_log10": None,
-            "grad_norm_explosion_step": None,
+            "grad_norm_growth_log10": growth,
+            "grad_norm_explosion_step": explosion,
         }
-        if initial > 0:
-            figures["grad_norm_growth_log10"] = math.log10(float(norms[peak_at]) / initial)
-            limit = initial * 10**self.thresholds.growth_log10
-            over = np.flatnonzero(np.isfinite(norms) & (norms >= limit))
-            figures["grad_norm_explosion_step"] = int(over[0]) if len(over) else None
-        return figures
 
-    def _update_figures(self, weights: list[int]) -> dict[str, Any]:
+    def _windows(self) -> dict[str, dict[str, Any]]:
+        """Start and end figures: the first and last ``window_fraction`` of the steps run.
+
+        Each window holds at least one probe step (the first, the last) even when its
+        share of the run holds none, and says how many backed it.
+        """
+        steps = len(self.grad_norms)
+        span = max(1, math.ceil(self.thresholds.window_fraction * steps))
+        bounds = {"start": (0, span), "end": (max(0, steps - span), max(steps, 1))}
+        out = {}
+        for name, (low, high) in bounds.items():
+            layer = [c for c in self.captures if low <= c.step < high]
+            timesteps = [c for c in self.timesteps if low <= c.step < high]
+            fallback = 0 if name == "start" else -1
+            if not layer and self.captures:
+                layer = [self.captures[fallback]]
+            if not timesteps and self.timesteps:
+                timesteps = [self.timesteps[fallback]]
+            growth, explosion = self._growth(low, high)
+            losses = np.asarray(self.losses[low:high], dtype=np.float64)
+            losses = losses[np.isfinite(losses)]
+            figures: dict[str, Any] = {
+                "steps": [low, high - 1],
+                "layer_probe_steps": len(layer),
+                "first_step": layer[0].step if layer else None,
+                "first_last_ratio_log10": _none_if_nan(self._ratio(layer)),
+                "grad_norm_growth_log10": growth,
+                "grad_norm_explosion_step": explosion,
+                "train_loss": float(losses.mean()) if len(losses) else None,
+            }
+            if name == "start" and layer:
+                figures["first_last_ratio_log10_first"] = _none_if_nan(
+                    first_last_ratio_log10(self._rms(layer[0]), self.ends)
+                )
+            figures.update(self._timestep_figures(timesteps))
+            out[name] = figures
+        return out
+
+    def _update_figures(self) -> dict[str, Any]:
         rows = [c.update_ratios for c in self.captures if c.update_ratios is not None]
-        if not rows or not weights:
+        if not rows or self.ends is None:
             return {"update_ratio_log10_median": None}
+        weights = [i for i, kind in enumerate(self.kinds) if kind == "weight"]
         with np.errstate(divide="ignore", invalid="ignore"):
-            table = np.log10(np.stack(rows)[:, weights])
+            table = np.log10(np.stack(rows))
         return {
-            "update_ratio_log10_median": _nanmedian(table),
-            "update_ratio_log10_first_layer": _nanmedian(table[:, 0]),
-            "update_ratio_log10_last_layer": _nanmedian(table[:, -1]),
+            "update_ratio_log10_median": _nanmedian(table[:, weights]),
+            "update_ratio_log10_first_layer": _nanmedian(table[:, self.ends[0]]),
+            "update_ratio_log10_last_layer": _nanmedian(table[:, self.ends[1]]),
         }
 
     def _saturation_figures(self) -> dict[str, Any]:
@@ -262,16 +347,19 @@ class ProbeSet:
             "dead_fraction_max": _nanmax(table[:, rectifying]) if rectifying else None,
         }
 
-    def _timestep_figures(self) -> dict[str, Any]:
-        if not self.timestep_norms:
-            return {"timestep_log10_start_to_end": None}
+    @staticmethod
+    def _timestep_figures(captures: list[TimestepCapture]) -> dict[str, Any]:
+        if not captures:
+            return {"timestep_captures": 0, "timestep_log10_start_to_end": None}
+        lengths = np.concatenate([c.lengths for c in captures])
         return {
-            "timestep_captures": len(self.timestep_norms),
-            "timestep_length": max(len(n) for n in self.timestep_norms),
-            "timestep_decay_per_step": _median([decay_rate(n) for n in self.timestep_norms]),
-            "timestep_log10_start_to_end": _median(
-                [log10_start_to_end(n) for n in self.timestep_norms]
-            ),
+            # How many sampled training steps, and sequences in each, back the figures.
+            "timestep_captures": len(captures),
+            "timestep_samples": int(max(len(c.lengths) for c in captures)),
+            "timestep_length": int(lengths.max()) if len(lengths) else 0,
+            "timestep_mean_length": float(lengths.mean()) if len(lengths) else None,
+            "timestep_decay_per_step": _median([c.decay for c in captures]),
+            "timestep_log10_start_to_end": _median([c.start_to_end for c in captures]),
         }
 
     def series(self) -> dict[str, np.ndarray]:
@@ -289,34 +377,58 @@ class ProbeSet:
                 ]
             )
 
-        kinds = self.kinds
+        grad_norms = rows("grad_norms", n_layers)
+        weight_norms = rows("weight_norms", n_layers)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relative = np.where(weight_norms > 0, grad_norms / weight_norms, np.nan)
         out = {
             "probe_steps": np.array([c.step for c in self.captures], dtype=np.int64),
             "layer_names": np.array([layer.name for layer in self.index.layers], dtype=str),
-            "layer_kinds": np.array(kinds, dtype=str),
-            "layer_grad_norm": rows("grad_norms", n_layers),
+            "layer_kinds": np.array(self.kinds, dtype=str),
+            "layer_sizes": self.index.sizes.astype(np.int64),
+            "gradient_ends": np.array(self.ends if self.ends else (-1, -1), dtype=np.int64),
+            "layer_grad_norm": grad_norms,
+            "layer_grad_rms": grad_norms / np.sqrt(self.index.sizes),
+            "layer_grad_to_weight": relative.astype(np.float32),
             "layer_update_ratio": rows("update_ratios", n_layers).astype(np.float32),
-            "layer_weight_norm": rows("weight_norms", n_layers).astype(np.float32),
+            "layer_weight_norm": weight_norms.astype(np.float32),
             "first_last_ratio_log10": np.array(
-                [first_last_ratio_log10(c.grad_norms, kinds) for c in self.captures]
+                [first_last_ratio_log10(self._rms(c), self.ends) for c in self.captures]
             ),
         }
         if self.saturation and self.saturation.names:
             out["activation_names"] = np.array(self.saturation.names, dtype=str)
             out["activation_kinds"] = np.array(self.saturation.kinds, dtype=str)
             out["saturation"] = rows("saturation", len(self.saturation.names)).astype(np.float32)
-        if self.timestep_norms:
-            length = max(len(n) for n in self.timestep_norms)
-            table = np.full((len(self.timestep_norms), length), np.nan)
-            for i, norms in enumerate(self.timestep_norms):
-                table[i, : len(norms)] = norms
-            out["timestep_steps"] = np.array(self.timestep_steps, dtype=np.int64)
-            out["timestep_grad_norm"] = table
-            out["timestep_decay_per_step"] = np.array([decay_rate(n) for n in self.timestep_norms])
+        if self.timesteps:
+            out.update(self._timestep_series())
         return out
 
+    def _timestep_series(self) -> dict[str, np.ndarray]:
+        """∂L/∂h per sampled step, aligned at each sequence's end and at its start.
+
+        Column d of ``timestep_grad_norm_from_end`` is the RMS over the sampled sequences
+        of ||∂L/∂h|| d steps before each one's own end (``_from_start``: d steps after
+        its start); nan where no sampled sequence is that long. Padding is left out.
+        """
+        length = max(int(c.lengths.max()) if len(c.lengths) else 0 for c in self.timesteps)
+        tables = {}
+        for key, from_end in (("from_end", True), ("from_start", False)):
+            table = np.full((len(self.timesteps), length), np.nan)
+            for i, capture in enumerate(self.timesteps):
+                curve = aligned(capture.norms, capture.lengths, from_end=from_end)
+                table[i, : len(curve)] = curve
+            tables[f"timestep_grad_norm_{key}"] = table
+        return {
+            "timestep_steps": np.array([c.step for c in self.timesteps], dtype=np.int64),
+            **tables,
+            "timestep_decay_per_step": np.array([c.decay for c in self.timesteps]),
+            "timestep_log10_start_to_end": np.array([c.start_to_end for c in self.timesteps]),
+            "timestep_samples": np.array([len(c.lengths) for c in self.timesteps]),
+        }
+
     def verdict(self, result: Any) -> tuple[str | None, dict[str, Any]]:
-        """(verdict, figures) from the summary and the loop's result (see ``verdict``)."""
+        """(overall verdict, evidence) from the summary and the loop's result (see ``verdict``)."""
         summary = self.summary()
         verdict, figures = decide(
             summary,
@@ -366,5 +478,5 @@ def make_probes(level: str, model: nn.Module, task: Task, config: TrainConfig) -
     return ProbeSet(
         "default",
         layer_schedule=schedules.every(schedules.DEFAULT_EVERY, last=last),
-        timestep_schedule=schedules.every(schedules.DEFAULT_TIMESTEP_EVERY, last=last),
+        timestep_schedule=schedules.every(schedules.timestep_interval(last), last=last),
     )

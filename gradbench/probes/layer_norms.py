@@ -1,10 +1,16 @@
-"""Per-layer gradient L2 norms and the first/last-layer ratio.
+"""Per-layer gradient norms, their size-free forms, and the first/last-layer ratio.
 
 One fused pass (``torch._foreach_norm``) gives every parameter's gradient norm; a
 layer's norm is the root of the sum of its parameters' squared norms, i.e. the L2 norm
-of all its gradients concatenated. The ratio of the first weight layer's gradient norm
-to the last one's is the classic vanishing-gradient signature (Bengio et al. 1994;
-Glorot & Bengio 2010): far below 1, the layers near the input barely learn.
+of all its gradients concatenated.
+
+Raw norms grow with a layer's size (a 64x64 convolution has 4,096 times the entries of
+a 1x1), so layers are compared by the **RMS gradient per element**, ``||g|| /
+sqrt(n)``: the typical size of one weight's gradient, the same for a layer of any
+size whose entries are alike. (``||g|| / ||w||``, the relative gradient, is stored
+too.) The ratio of the first weight layer's RMS gradient to the last one's is the
+classic vanishing-gradient signature (Bengio et al. 1994; Glorot & Bengio 2010): far
+below 1, the layers near the input barely learn.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ class LayerIndex:
         self.owner = torch.tensor(
             [i for i, layer in enumerate(layers) for _ in layer.params], dtype=torch.long
         )
+        self.sizes = np.array([max(1, layer.size) for layer in layers], dtype=np.float64)
 
     def reduce(self, per_param: list[Tensor]) -> Tensor:
         """Per-layer L2 norm from per-parameter L2 norms (a float64 vector on the CPU)."""
@@ -41,6 +48,10 @@ class LayerIndex:
         totals.index_add_(0, self.owner, squares)
         return totals.sqrt()
 
+    def rms(self, norms: np.ndarray) -> np.ndarray:
+        """Per-element RMS from per-layer L2 norms: ``||g|| / sqrt(n)``."""
+        return np.asarray(norms, dtype=np.float64) / np.sqrt(self.sizes)
+
 
 def layer_grad_norms(index: LayerIndex) -> np.ndarray:
     """L2 norm of each layer's gradient (0 for a layer whose parameters got none)."""
@@ -50,21 +61,24 @@ def layer_grad_norms(index: LayerIndex) -> np.ndarray:
     return index.reduce(per_param).numpy()
 
 
-def first_last_ratio_log10(norms: np.ndarray, kinds: list[str]) -> float:
-    """log10(first weight layer's grad norm / last weight layer's), floored; nan if undefined."""
-    weights = [i for i, kind in enumerate(kinds) if kind == "weight"]
-    if len(weights) < 2:
+def first_last_ratio_log10(values: np.ndarray, ends: tuple[int, int] | None) -> float:
+    """log10(values[first] / values[last]), floored; nan if undefined.
+
+    ``values`` are per-layer gradient sizes (RMS per element in the probes), ``ends``
+    the first and last layer's indices (``layers.gradient_ends``).
+    """
+    if ends is None:
         return math.nan
-    first, last = float(norms[weights[0]]), float(norms[weights[-1]])
+    first, last = float(values[ends[0]]), float(values[ends[1]])
     if not (math.isfinite(first) and math.isfinite(last)):
         return math.nan
     return math.log10(max(first, NORM_FLOOR)) - math.log10(max(last, NORM_FLOOR))
 
 
-def mean_first_last_ratio_log10(table: np.ndarray, kinds: list[str]) -> float:
-    """log10 of (mean first-layer grad norm / mean last-layer grad norm) over probe steps.
+def mean_first_last_ratio_log10(table: np.ndarray, ends: tuple[int, int] | None) -> float:
+    """log10 of (mean first-layer value / mean last-layer value) over probe steps.
 
-    ``table`` is steps x layers; steps with a non-finite norm are left out. A ratio of
+    ``table`` is steps x layers; steps with a non-finite value are left out. A ratio of
     means rather than a mean of ratios: a burst of large gradients (an explosion) weighs
     as much as it moved the weights, and a few steps of zero gradient do not send the
     summary to the floor.
@@ -75,4 +89,4 @@ def mean_first_last_ratio_log10(table: np.ndarray, kinds: list[str]) -> float:
     rows = np.all(np.isfinite(table), axis=1)
     if not rows.any():
         return math.nan
-    return first_last_ratio_log10(table[rows].mean(axis=0), kinds)
+    return first_last_ratio_log10(table[rows].mean(axis=0), ends)
