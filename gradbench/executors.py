@@ -70,6 +70,8 @@ class Execution:
     resume: bool = False  # skip cells that already have a complete record
     checkpoint_every: int | None = None
     source: TaskSource | None = None  # needed by worker processes and Ray
+    # Stamped on every record before it is written (a suite's name).
+    record_fields: dict[str, Any] = field(default_factory=dict)
     on_sweep: Callable[[SweepStatus], None] | None = None
 
     def __post_init__(self) -> None:
@@ -530,6 +532,7 @@ def run_cells(
                     continue
                 record, series = first, second
                 record["cell"] = cell.key
+                record.update(execution.record_fields)
                 store.append(record, series)
                 (checkpoint_dir(store.root) / f"{cell.key}.pt").unlink(missing_ok=True)
                 records.append((cell.order, record))

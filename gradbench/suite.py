@@ -30,7 +30,6 @@ write to a results directory (a lock file), so two runs never duplicate a cell.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import re
 import tomllib
 import typing
@@ -325,22 +324,25 @@ def complete_cells(store: ResultsStore) -> set[str]:
 
 @contextlib.contextmanager
 def results_lock(store: ResultsStore) -> Iterator[None]:
+    """One suite run per results directory at a time (``filelock``: not Linux only)."""
+    from filelock import FileLock, Timeout
+
     store.root.mkdir(parents=True, exist_ok=True)
-    handle = open(store.root / ".suite.lock", "w")  # noqa: SIM115 (held for the run)
+    lock = FileLock(store.root / ".suite.lock")
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(
-                f"another suite run is writing to {store.root}; wait for it or use --results"
-            ) from None
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UsageError(
+            f"another suite run is writing to {store.root}; wait for it or use --results"
+        ) from None
+    try:
         yield
     finally:
-        handle.close()
+        lock.release()
 
 
-def plan_cells(suite: Suite, data: Any) -> Iterator[tuple[Any, Any, Cell]]:
-    """(task, plan, cell) for every cell, comparison by comparison; loads each task's data.
+def plan_comparisons(suite: Suite, data: Any) -> Iterator[tuple[Comparison, Any, Any, list]]:
+    """(comparison, task, plan, prepared models) for every comparison; loads its data.
 
     Data are loaded one comparison at a time (all of ``full`` at once would not fit in
     memory): missing data for a later comparison stops the suite after the earlier ones
@@ -367,13 +369,43 @@ def plan_cells(suite: Suite, data: Any) -> Iterator[tuple[Any, Any, Cell]]:
             flops_budget=comparison.flops_budget,
         )
         check_training(config, task)
-        for item in prepare_models(plan, task):
+        yield comparison, task, plan, prepare_models(plan, task)
+
+
+def plan_cells(suite: Suite, data: Any) -> Iterator[tuple[Any, Any, Cell]]:
+    """(task, plan, cell) for every cell, comparison by comparison (see plan_comparisons)."""
+    for comparison, task, plan, prepared in plan_comparisons(suite, data):
+        for item in prepared:
             for seed in comparison.seeds:
                 yield (
                     task,
                     plan,
                     Cell(comparison, item, seed, cell_key(task, plan, item, seed)),
                 )
+
+
+def _run_with_executor(
+    suite: Suite,
+    store: ResultsStore,
+    data: Any,
+    execution: Any,
+    force: bool,
+    tasks_dir: Path | None,
+    on_record: Callable[[RunRecord], None] | None,
+) -> dict[str, int]:
+    """Each comparison's cells through the executors; the driver stays the only writer."""
+    from gradbench.executors import TaskSource, run_cells
+
+    counts = {"ran": 0, "skipped": 0, "planned": 0}
+    execution.resume = not force
+    execution.record_fields = {"suite": suite.name}
+    for comparison, task, plan, prepared in plan_comparisons(suite, data):
+        done = set() if force else complete_cells(store)
+        keys = [cell_key(task, plan, item, seed) for item in prepared for seed in comparison.seeds]
+        counts["skipped"] += sum(key in done for key in keys)
+        execution.source = TaskSource(comparison.task, comparison.task_options, data, tasks_dir)
+        counts["ran"] += len(run_cells(plan, task, prepared, store, execution, on_record=on_record))
+    return counts
 
 
 def run_suite(
@@ -385,14 +417,21 @@ def run_suite(
     dry_run: bool = False,
     on_cell: Callable[[Cell, str], None] | None = None,
     on_record: Callable[[RunRecord], None] | None = None,
+    execution: Any = None,
+    tasks_dir: Path | None = None,
 ) -> dict[str, int]:
     """Run every missing cell (all with ``force``); counts of ran / skipped cells.
 
     ``on_cell(cell, status)`` is told "skip", "run" (before training) or "plan" (dry run).
+    ``execution`` (a ``gradbench.executors.Execution``): run each comparison's cells with
+    worker processes or on Ray, as ``gradbench run`` does; None: here, one at a time.
     """
     from gradbench.runner import run_one
 
     counts = {"ran": 0, "skipped": 0, "planned": 0}
+    if execution is not None and not dry_run:
+        with results_lock(store):
+            return _run_with_executor(suite, store, data, execution, force, tasks_dir, on_record)
     with results_lock(store):
         done = set() if force else complete_cells(store)
         for task, plan, cell in plan_cells(suite, data):

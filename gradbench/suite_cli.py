@@ -16,13 +16,21 @@ from rich.markup import escape
 
 from gradbench.cli_options import (
     CacheDir,
+    CpusPerRun,
     DataDir,
     Download,
+    ExecutorName,
+    ExecutorOption,
+    GpusPerRun,
+    Jobs,
+    RayAddress,
     ResultsDir,
+    Retries,
     TasksDir,
     err,
     friendly_errors,
     out,
+    plain,
 )
 from gradbench.errors import UsageError
 
@@ -103,8 +111,18 @@ def suite_command(
     cache_dir: CacheDir = None,
     download: Download = True,
     tasks_dir: TasksDir = None,
+    executor: ExecutorOption = ExecutorName.local,
+    jobs: Jobs = None,
+    address: RayAddress = None,
+    cpus_per_run: CpusPerRun = None,
+    gpus_per_run: GpusPerRun = None,
+    retries: Retries = 0,
 ) -> None:
-    """Run a suite of comparisons; re-running skips the cells whose records exist."""
+    """Run a suite of comparisons; re-running skips the cells whose records exist.
+
+    With --jobs N or --executor ray, each comparison's cells run in worker processes or
+    as Ray tasks, exactly as `gradbench run` runs them (docs/scale.md).
+    """
     from gradbench.data import data_config
     from gradbench.plugins import load_plugins
     from gradbench.records import ResultsStore
@@ -139,8 +157,30 @@ def suite_command(
                 f"verdict {record.get('verdict')}{status} [run {record['run_id']}]"
             )
 
+        execution = None
+        if plain(executor) != "local" or jobs is not None:
+            from gradbench.sweep_cli import make_execution, sweep_reporter
+
+            execution = make_execution(
+                executor=executor,
+                jobs=jobs,
+                address=address,
+                cpus_per_run=cpus_per_run,
+                gpus_per_run=gpus_per_run,
+                retries=retries,
+                resume=not force,
+            )
+            execution.on_sweep = sweep_reporter(execution, None, quiet=False)
         counts = run_suite(
-            spec, store, data, force=force, dry_run=dry_run, on_cell=on_cell, on_record=on_record
+            spec,
+            store,
+            data,
+            force=force,
+            dry_run=dry_run,
+            on_cell=on_cell,
+            on_record=on_record,
+            execution=execution,
+            tasks_dir=tasks_dir,
         )
         _say(
             f"suite {spec.name}: ran {counts['ran']}, skipped {counts['skipped']} done"

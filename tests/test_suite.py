@@ -163,3 +163,28 @@ def test_builtin_names_are_listed() -> None:
     assert {"quick", "standard", "full"} <= set(builtin_suites())
     with pytest.raises(UsageError, match="no suite 'nope'"):
         load_suite("nope")
+
+
+@pytest.mark.slow
+def test_a_suite_runs_its_cells_in_worker_processes_like_run_does(tmp_path: Path) -> None:
+    suite = tiny_suite(tmp_path, steps=3)
+    results = tmp_path / "results"
+    runner = CliRunner()
+    args = ["suite", str(suite), "--results", str(results), "--jobs", "2"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    records = [json.loads(line) for line in (results / "runs.jsonl").read_text().splitlines()]
+    assert len(records) == 4 and len({r["cell"] for r in records}) == 4
+    assert {r["suite"] for r in records} == {"tiny"}
+    assert sorted((r["model"], r["seed"]) for r in records) == [
+        ("gru", 0),
+        ("gru", 1),
+        ("rnn", 0),
+        ("rnn", 1),
+    ]
+    # The same cells as an in-process suite run: re-running that skips all four.
+    data = data_config(None, None, False)
+    counts = run_suite(load_suite(suite), ResultsStore(results), data, dry_run=True)
+    assert counts == {"ran": 0, "skipped": 4, "planned": 0}
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "ran 0, skipped 4 done" in again.output
