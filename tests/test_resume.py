@@ -42,13 +42,16 @@ def lines(results: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def kill_when(args: list[str], results: Path, ready) -> None:
-    """Start the sweep; SIGKILL its whole process group as soon as ``ready()`` holds."""
+def kill_when(args: list[str], results: Path, ready, log: Path | None = None) -> None:
+    """Start the sweep; SIGKILL its whole process group as soon as ``ready()`` holds.
+
+    ``log``: where the sweep's stderr goes (its "training MODEL seed N ..." lines).
+    """
     process = subprocess.Popen(
         command(args, results),
         env=environment(),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log.open("w") if log else subprocess.DEVNULL,
         start_new_session=True,
     )
     deadline = time.monotonic() + 240
@@ -83,8 +86,15 @@ def test_sigkill_at_several_points_then_resume_leaves_one_record_per_cell(tmp_pa
     kill_when(SWEEP, results, lambda: len(lines(results)) >= wanted)
     finished = check_store(results, finished)
     assert 0 < len(finished) < CELLS
-    start = time.monotonic()
-    kill_when(SWEEP, results, lambda: time.monotonic() - start > 6)
+    # Mid-cell: a cell has started ("training ...") and not yet been recorded. (A fixed
+    # delay would let the whole sweep finish first on an idle machine.)
+    log = tmp_path / "sweep.log"
+
+    def mid_cell() -> bool:
+        started = log.read_text().count("training ") if log.exists() else 0
+        return started > 0 and len(lines(results)) < len(finished) + started
+
+    kill_when(SWEEP, results, mid_cell, log)
     finished = check_store(results, finished)
 
     done = subprocess.run(
