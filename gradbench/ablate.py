@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-from scipy import stats
 
 from gradbench.config import TrainConfig
 from gradbench.errors import UsageError
+from gradbench.leaderboard import mean_interval
 from gradbench.mitigations import parse_activation, parse_init, pick_norm
 from gradbench.models.build import ModelSpec, any_kind_options, convert
 from gradbench.records import RunRecord
@@ -243,16 +243,12 @@ def check_metric(records: list[RunRecord], metric: str) -> None:
 
 
 def interval(values: Sequence[float]) -> tuple[float, float, int]:
-    """Mean, half-width of the 95% Student-t interval (nan below two values), count."""
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return float("nan"), float("nan"), 0
-    mean = sum(finite) / len(finite)
-    if len(finite) < 2:
-        return mean, float("nan"), len(finite)
-    # Identical values (a switch that changes nothing) have a zero-width interval.
-    half = float(stats.t.ppf(0.975, len(finite) - 1) * stats.sem(finite))
-    return mean, half, len(finite)
+    """Mean, half-width of the 95% Student-t interval (nan below two values), count.
+
+    Identical values (a switch that changes nothing) have a zero-width interval.
+    """
+    mean, half = mean_interval(list(values))
+    return mean, half, sum(1 for v in values if math.isfinite(v))
 
 
 def cell_table(

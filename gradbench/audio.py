@@ -13,7 +13,6 @@ option: a second run reads one file instead of thousands.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
@@ -23,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from gradbench.data import json_hash
 from gradbench.errors import DataError, UsageError
 
 # soundfile and torch are imported where they are used: the speech tasks import this
@@ -192,7 +192,7 @@ def extract_bank(
 
 def cache_key(version: str, sample_rate: int, options: FeatureOptions, names: Sequence[str]) -> str:
     """Hash of everything the bank depends on: data version, rate, options, clip order."""
-    text = json.dumps(
+    return json_hash(
         {
             "v": FEATURE_VERSION,
             "data": version,
@@ -200,9 +200,8 @@ def cache_key(version: str, sample_rate: int, options: FeatureOptions, names: Se
             "options": options.as_dict(),
             "names": hashlib.sha256("\n".join(names).encode()).hexdigest(),
         },
-        sort_keys=True,
+        16,
     )
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def cached_bank(

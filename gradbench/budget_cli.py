@@ -188,7 +188,12 @@ def render_table(rows: list[dict[str, Any]], match: str | None, tolerance: float
     for column in columns:
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in rows:
-        cells = [row["model"], str(row["width"]), f"{row['parameters']:,}"]
+        # A matched CIFAR net's width is its base channels times a per-stage multiplier.
+        multiplier = row["options"].get("width_multiplier")
+        width = str(row["width"])
+        if multiplier not in (None, 1.0):
+            width += f" x{multiplier:.4g}"
+        cells = [row["model"], width, f"{row['parameters']:,}"]
         if match:
             cells.append(f"{row['match_rel_error']:+.2%}")
         cells += [

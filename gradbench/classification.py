@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradbench.errors import DataError
-from gradbench.evaluation import classification_metrics, forward
-from gradbench.task import Batch, DatasetId, InputSpec, MetricSpec, epoch_indices
+from gradbench.evaluation import classification_metrics, per_split_metrics
+from gradbench.task import Batch, DatasetId, InputSpec, MetricSpec, epoch_indices, split_count
 
 PAD, UNK = 0, 1
 SPECIALS = ("<pad>", "<unk>")
@@ -121,10 +121,7 @@ class ImageClassification:
         )
 
     def _count(self, split: str) -> int:
-        count = len(self.splits[split][1])
-        if split != "train" and self.eval_limit is not None:
-            return min(count, self.eval_limit)
-        return count
+        return split_count(len(self.splits[split][1]), split, self.eval_limit)
 
     def batches(self, split: str, batch_size: int, seed: int) -> Iterator[Batch]:
         images, labels = self.splits[split]
@@ -418,10 +415,7 @@ class TextClassification:
         return Batch(padded[index, :width].long(), labels[index], batch_lengths)
 
     def _count(self, split: str) -> int:
-        count = len(self.splits[split][2])
-        if split != "train" and self.eval_limit is not None:
-            return min(count, self.eval_limit)
-        return count
+        return split_count(len(self.splits[split][2]), split, self.eval_limit)
 
     def batches(self, split: str, batch_size: int, seed: int) -> Iterator[Batch]:
         for index in epoch_indices(self._count(split), batch_size, seed, train=split == "train"):
@@ -433,18 +427,13 @@ class TextClassification:
     def evaluate(self, model: nn.Module, device: torch.device, batch_size: int) -> dict[str, float]:
         metrics = {}
         for split in self.eval_splits:
-            predictions, labels = [], []
-            loss_sum = 0.0
-            for batch in self.batches(split, batch_size, 0):
-                batch = batch.to(device)
-                logits = forward(model, batch).float()
-                loss_sum += float(F.cross_entropy(logits, batch.y, reduction="sum"))
-                predictions.append(logits.argmax(dim=-1).cpu())
-                labels.append(batch.y.cpu())
-            predicted, actual = torch.cat(predictions), torch.cat(labels)
-            metrics[f"{split}_accuracy"] = float((predicted == actual).double().mean())
-            metrics[f"{split}_f1"] = macro_f1(predicted, actual, self.num_classes)
-            metrics[f"{split}_loss"] = loss_sum / len(actual)
+            metrics |= per_split_metrics(
+                model,
+                self.batches(split, batch_size, 0),
+                device,
+                split,
+                lambda predicted, actual: macro_f1(predicted, actual, self.num_classes),
+            )
         return metrics
 
     def fake_batch(self, batch_size: int = 4, seed: int = 0) -> Batch:

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import click
 import typer
 
-from gradbench.cli_options import (  # noqa: F401  (re-exported for older imports)
-    PIPED_WIDTH,
+from gradbench.cli_options import (
     Activation,
     AsJson,
     BatchNorm,
@@ -49,10 +48,8 @@ from gradbench.cli_options import (  # noqa: F401  (re-exported for older import
     Models,
     Momentum,
     Norm,
-    Optimizer,
     OptimizerOption,
     OutputFormat,
-    Precision,
     PrecisionOption,
     ProbeLevel,
     Probes,
@@ -60,7 +57,6 @@ from gradbench.cli_options import (  # noqa: F401  (re-exported for older import
     ResultsDir,
     Resume,
     Retries,
-    Schedule,
     ScheduleOption,
     Seeds,
     TaskArg,
@@ -76,8 +72,6 @@ from gradbench.cli_options import (  # noqa: F401  (re-exported for older import
     interactive,
     one_line_warning,
     out,
-    parse_key_values,
-    parse_number,
     pick,
     print_error,
 )
@@ -326,20 +320,13 @@ def show_task_leaderboard(store: ResultsStore, task: str) -> None:
     err.print(f"records: {store.runs_file}", highlight=False, markup=False)
 
 
-def diverged_in(records: list[RunRecord]) -> list[RunRecord]:
-    """The diverged runs among ``records`` (the runner's rule where it has one)."""
-    try:
-        from gradbench.runner import diverged_runs
-    except ImportError:  # older runner: the record's own divergence flag
-        return [r for r in records if r.get("diverged")]
-    return list(diverged_runs(records))
-
-
 def finish_run(records: list[RunRecord], fail_on_diverged: bool) -> None:
     """Exit 0 once every run finished; with --fail-on-diverged, 3 if any run diverged."""
     if not fail_on_diverged:
         return
-    diverged = diverged_in(records)
+    from gradbench.runner import diverged_runs
+
+    diverged = diverged_runs(records)
     if diverged:
         print_error(
             f"{len(diverged)} of {len(records)} runs diverged "

@@ -20,7 +20,15 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from gradbench.config import DEVICES, OPTIMIZERS, PRECISIONS, PROBE_LEVELS, SCHEDULES
+from gradbench.config import (
+    DEVICES,
+    EXECUTORS,
+    NORMS,
+    OPTIMIZERS,
+    PRECISIONS,
+    PROBE_LEVELS,
+    SCHEDULES,
+)
 from gradbench.errors import GradbenchError, UsageError
 
 # Environment variables, named once (the modules that read them import these).
@@ -175,13 +183,7 @@ Device = choice_enum("Device", DEVICES)
 ProbeLevel = choice_enum("ProbeLevel", PROBE_LEVELS)
 
 
-class NormName(StrEnum):
-    """Normalisation layers (gradbench.mitigations.NORMS, which imports torch)."""
-
-    batch = "batch"
-    layer = "layer"
-    group = "group"
-    none = "none"
+NormName = choice_enum("NormName", NORMS)
 
 
 class OutputFormat(StrEnum):
@@ -336,10 +338,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")
 # --- sweeps: where cells run, resuming, checkpoints, fast mode (gradbench.executors) ----
 
 
-class ExecutorName(StrEnum):
-    local = "local"
-    ray = "ray"
-
+ExecutorName = choice_enum("ExecutorName", EXECUTORS)
 
 ExecutorOption = Annotated[
     ExecutorName,

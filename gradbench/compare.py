@@ -26,7 +26,16 @@ import pandas as pd
 
 from gradbench.errors import UsageError
 from gradbench.records import SCHEMA_VERSION, ResultsStore, RunRecord, finite_or_none
-from gradbench.stats import Paired, Row, TestName, format_p, paired, table_rows
+from gradbench.stats import (
+    Paired,
+    Row,
+    TestName,
+    format_p,
+    metric_direction,
+    paired,
+    select_row,
+    table_rows,
+)
 
 BASELINE_FORMAT = "gradbench-baseline"
 # What a baseline keeps of each record: enough to group, pair and compare, no series.
@@ -174,17 +183,10 @@ def _metrics(row: Row) -> list[str]:
 
 
 def _direction(base: Row, cand: Row, metric: str) -> bool:
-    seen = {
-        r["metric_directions"].get(metric)
-        for r in [*base.records.values(), *cand.records.values()]
-        if metric in r["metric_directions"]
-    }
-    if len(seen) != 1:
-        raise UsageError(
-            f"{base.title} {base.label}: metric {metric!r} is higher-is-better on one side and "
-            "lower-is-better on the other"
-        )
-    return bool(seen.pop())
+    try:
+        return bool(metric_direction([*base.records.values(), *cand.records.values()], metric))
+    except UsageError as error:  # the sides disagree: say on which row
+        raise UsageError(f"{base.title} {base.label}: {error}") from None
 
 
 def _judge(
@@ -268,8 +270,6 @@ def add_versus(
     Tables without the reference row get "—"; the column is listed in the frame's
     ``extra_columns`` attribute so the leaderboard's renderings show it.
     """
-    from gradbench.stats import select_row
-
     rows_by_title = table_rows(records)
     found = False
     for title, frame in tables.items():

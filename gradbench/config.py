@@ -16,6 +16,10 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PROBE_LEVELS = ("off", "default", "full")
+# Normalisation layers the CNN family and the MLP can use (--norm; gradbench.mitigations).
+NORMS = ("batch", "layer", "group", "none")
+# Where a sweep's cells run (gradbench.executors).
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -84,15 +88,7 @@ class TrainConfig:
             if self.target_metric is None:
                 raise UsageError("give a budget: --steps, --epochs, --seconds or --target")
             raise UsageError("a --target needs a cap too: --steps, --epochs or --seconds")
-        for name in ("steps", "epochs", "seconds", "batch_size", "lr"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {value}")
-        for name in ("clip_norm", "clip_value", "eval_every", "threads", "eval_limit"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {value}")
-        for name in ("eval_batch_size",):
+        for name in POSITIVE_OPTIONS:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be > 0, got {value}")
@@ -129,6 +125,20 @@ NUMERIC_OPTIONS = (
     "eval_every",
     "eval_batch_size",
     "eval_limit",
+)
+# Options that must be > 0 when given (in the order they are checked).
+POSITIVE_OPTIONS = (
+    "steps",
+    "epochs",
+    "seconds",
+    "batch_size",
+    "lr",
+    "clip_norm",
+    "clip_value",
+    "eval_every",
+    "threads",
+    "eval_limit",
+    "eval_batch_size",
 )
 INTEGER_OPTIONS = (
     "steps",

@@ -10,6 +10,7 @@ before use; a mismatch is a ``DataError``, never a silent fallback.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from gradbench.errors import DataError
 from gradbench.task import DataConfig
@@ -66,6 +68,11 @@ def content_hash(paths: Iterable[Path], length: int = 12) -> str:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()[:length]
+
+
+def json_hash(value: Any, length: int = 12) -> str:
+    """Short sha256 of ``value`` as sorted-key JSON: the key of whatever determines a result."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:length]
 
 
 def locate(data: DataConfig, layouts: Sequence[str], filename: str) -> Path | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from gradbench.task import Batch
@@ -39,4 +39,31 @@ def classification_metrics(
     return {
         f"{prefix}_accuracy": correct / max(1, total),
         f"{prefix}_loss": loss_sum / max(1, total),
+    }
+
+
+def per_split_metrics(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    device: torch.device,
+    prefix: str,
+    f1: Callable[[torch.Tensor, torch.Tensor], float],
+) -> dict[str, float]:
+    """Accuracy, ``f1(predicted, actual)`` and mean cross-entropy of a classifier over a split."""
+    import torch
+    import torch.nn.functional as F
+
+    predictions, labels = [], []
+    loss_sum = 0.0
+    for batch in batches:
+        batch = batch.to(device)
+        logits = forward(model, batch).float()
+        loss_sum += float(F.cross_entropy(logits, batch.y, reduction="sum"))
+        predictions.append(logits.argmax(dim=-1).cpu())
+        labels.append(batch.y.cpu())
+    predicted, actual = torch.cat(predictions), torch.cat(labels)
+    return {
+        f"{prefix}_accuracy": float((predicted == actual).double().mean()),
+        f"{prefix}_f1": f1(predicted, actual),
+        f"{prefix}_loss": loss_sum / len(actual),
     }

@@ -32,12 +32,12 @@ from typing import Any
 from gradbench import cells
 from gradbench.checkpoint import Checkpointer, checkpoint_dir
 from gradbench.checkpoint import read as read_checkpoint
+from gradbench.config import EXECUTORS
 from gradbench.errors import GradbenchError, UsageError
 from gradbench.records import ResultsStore, RunRecord, finite_or_none
 from gradbench.runner import Plan, PreparedModel, load_task, run_one
 from gradbench.task import DataConfig, Task
 
-EXECUTORS = ("local", "ray")
 FAILURES_FILE = "failures.jsonl"
 
 
@@ -399,11 +399,14 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+def _checkpoint_path(store: ResultsStore, cell: Cell) -> Path:
+    return checkpoint_dir(store.root) / f"{cell.key}.pt"
+
+
 def _checkpointer(execution: Execution, store: ResultsStore, cell: Cell) -> Checkpointer | None:
     if not execution.checkpoint_every:
         return None
-    path = checkpoint_dir(store.root) / f"{cell.key}.pt"
-    return Checkpointer(path, execution.checkpoint_every, cell=cell.key)
+    return Checkpointer(_checkpoint_path(store, cell), execution.checkpoint_every, cell=cell.key)
 
 
 # --- the driver -----------------------------------------------------------------------
@@ -432,13 +435,12 @@ def plan_cells(
 
 def check_checkpoints(todo: list[Cell], store: ResultsStore, execution: Execution) -> None:
     """A damaged checkpoint stops the sweep before anything runs (nothing is written)."""
+    if not execution.resume or not execution.checkpoint_every:
+        return  # not resuming from checkpoints: every run starts over
     for cell in todo:
-        path = checkpoint_dir(store.root) / f"{cell.key}.pt"
-        if not path.exists():
-            continue
-        if not execution.resume or not execution.checkpoint_every:
-            continue  # not resuming from checkpoints: the run starts over
-        read_checkpoint(path, cell=cell.key)
+        path = _checkpoint_path(store, cell)
+        if path.exists():
+            read_checkpoint(path, cell=cell.key)
 
 
 def log_failure(store: ResultsStore, cell: Cell, reason: str, details: str, final: bool) -> None:
@@ -481,7 +483,7 @@ def run_cells(
     check_checkpoints(todo, store, execution)
     if not execution.resume or not execution.checkpoint_every:
         for cell in todo:  # a forced or checkpoint-less run starts every cell afresh
-            (checkpoint_dir(store.root) / f"{cell.key}.pt").unlink(missing_ok=True)
+            _checkpoint_path(store, cell).unlink(missing_ok=True)
 
     def make_job(cell: Cell) -> Job:
         if execution.source is None:
@@ -534,7 +536,7 @@ def run_cells(
                 record["cell"] = cell.key
                 record.update(execution.record_fields)
                 store.append(record, series)
-                (checkpoint_dir(store.root) / f"{cell.key}.pt").unlink(missing_ok=True)
+                _checkpoint_path(store, cell).unlink(missing_ok=True)
                 records.append((cell.order, record))
                 status.done += 1
                 tell("done", f"{cell.label} done")

@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import io
 import math
-import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,6 @@ figcaption { font-size: .8rem; color: #555; margin-top: .3rem; }
 
 
 def _png(figure: Figure) -> str:
-    import io
-
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
@@ -150,13 +149,10 @@ def loss_band_plot(rows: list[Row], series: dict[str, dict], title: str) -> str 
             grid[i, : len(curve)] = np.where(np.isfinite(curve), curve, np.nan)
         window = max(1, length // 50)
         smooth = pd.DataFrame(grid.T).rolling(window, min_periods=1).mean().to_numpy().T
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mean = np.nanmean(smooth, axis=0)
-                low, high = np.nanmin(smooth, axis=0), np.nanmax(smooth, axis=0)
+        with warnings.catch_warnings():  # steps no seed reached are all-nan columns
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(smooth, axis=0)
+            low, high = np.nanmin(smooth, axis=0), np.nanmax(smooth, axis=0)
         steps = np.arange(length)
         color = cmap(index % 10)
         axes.plot(steps, mean, color=color, linewidth=1.3, label=f"{row.label} ({len(curves)})")
@@ -210,16 +206,12 @@ def timestep_overlay_plot(rows: list[Row], series: dict[str, dict], title: str) 
     return _png(figure)
 
 
-def heatmap(record: RunRecord, data: dict, folder: Path) -> str | None:
-    path = report.gradient_flow_heatmap(data, folder / f"{record['run_id']}.png", record)
-    if path is None:
-        return None
-    return base64.b64encode(path.read_bytes()).decode("ascii")
+def heatmap(record: RunRecord, data: dict) -> str | None:
+    figure = report.gradient_flow_figure(data, record)
+    return _png(figure) if figure is not None else None
 
 
-def section(
-    title: str, frame: pd.DataFrame, rows: list[Row], store: ResultsStore, folder: Path
-) -> str:
+def section(title: str, frame: pd.DataFrame, rows: list[Row], store: ResultsStore) -> str:
     anchor = _anchor(title)
     primary = frame.attrs["primary_metric"]
     first = next(iter(rows[0].records.values()))
@@ -259,7 +251,7 @@ def section(
         record = next(iter(row.records.values()))
         data = series.get(record["run_id"], {})
         if "layer_grad_norm" in data:
-            image = heatmap(record, data, folder)
+            image = heatmap(record, data)
             if image:
                 plots.append(
                     _img(
@@ -294,9 +286,8 @@ def build_html(store: ResultsStore, task: str | None = None) -> str:
     created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     nav = " ".join(f"<a href='#{_anchor(t)}'>{html.escape(t.split(' | ')[0])}</a>" for t in tables)
     sections = []
-    with tempfile.TemporaryDirectory() as folder:
-        for title, frame in tables.items():
-            sections.append(section(title, frame, rows_by_title[title], store, Path(folder)))
+    for title, frame in tables.items():
+        sections.append(section(title, frame, rows_by_title[title], store))
     runs = len(lb.latest_per_seed(records))
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

@@ -76,6 +76,12 @@ def _differing_train_options(group_records: list[list[RunRecord]]) -> list[str]:
     return differing
 
 
+def row_label(first: RunRecord, differing: list[str]) -> str:
+    """A row's label: the model label, then the training options that differ in its table."""
+    extras = [f"{k}={first['train_options'].get(k)}" for k in differing]
+    return first["model_label"] + (" [" + ", ".join(extras) + "]" if extras else "")
+
+
 def build_tables(records: list[RunRecord], task: str | None = None) -> dict[str, pd.DataFrame]:
     """One DataFrame per (task, data set), rows sorted best-first on the primary metric."""
     records = [r for r in records if task is None or r["task"] == task]
@@ -146,10 +152,7 @@ def _row(
     how many seeds its mean was taken (``{metric}_n``), so nothing drops out unseen.
     """
     first = group[0]
-    label = first["model_label"]
-    extras = [f"{k}={first['train_options'].get(k)}" for k in differing]
-    if extras:
-        label += " [" + ", ".join(extras) + "]"
+    label = row_label(first, differing)
     finished = [r for r in group if not is_diverged(r)]
     diverged = sorted((r for r in group if is_diverged(r)), key=lambda r: r["seed"])
     row: dict[str, Any] = {"model": label, "seeds": len(group), "finished": len(finished)}

@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from gradbench.config import NORMS
 from gradbench.errors import UsageError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -25,8 +26,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "elu": nn.ELU,
     "gelu": nn.GELU,
 }
-# Normalisation layers the CNN family and the MLP can use (--norm); see make_norm.
-NORMS = ("batch", "layer", "group", "none")
 # Group norm's number of groups (Wu & He 2018), reduced to a divisor of narrow layers.
 NORM_GROUPS = 32
 

@@ -62,6 +62,14 @@ def weight_layer_grid(series: dict[str, np.ndarray]) -> tuple[np.ndarray, list[s
 def gradient_flow_heatmap(
     series: dict[str, np.ndarray], path: Path, record: RunRecord | None = None
 ) -> Path | None:
+    figure = gradient_flow_figure(series, record)
+    return _save(figure, path) if figure is not None else None
+
+
+def gradient_flow_figure(
+    series: dict[str, np.ndarray], record: RunRecord | None = None
+) -> Figure | None:
+    """Weight layer x step heatmap of log10 RMS gradients (the HTML report embeds it too)."""
     if "layer_grad_norm" not in series:
         return None
     grid, names, steps = weight_layer_grid(series)
@@ -80,7 +88,7 @@ def gradient_flow_heatmap(
     ratio = (record or {}).get("probes", {}).get("first_last_ratio_log10")
     subtitle = f"first/last-layer log10 RMS ratio {ratio:+.2f}" if ratio is not None else ""
     axes.set_title(f"Gradient flow: {_title(record or {})}\n{subtitle}", fontsize=9)
-    return _save(figure, path)
+    return figure
 
 
 def timestep_curve(

@@ -24,7 +24,12 @@ from gradbench.probes import make_probes
 from gradbench.records import SCHEMA_VERSION, ResultsStore, RunRecord, environment, new_run_id
 from gradbench.registry import TASKS
 from gradbench.task import DataConfig, Task
-from gradbench.train import TrainResult, pick_device, train
+from gradbench.train import (  # check_training: its home is train; imported from here too
+    TrainResult,
+    check_training,
+    pick_device,
+    train,
+)
 
 if TYPE_CHECKING:
     from gradbench.checkpoint import Checkpointer
@@ -70,28 +75,6 @@ def load_task(name: str, data: DataConfig, options: dict[str, Any]) -> Task:
         raise UsageError(f"task {name}: {error}") from None
     check_task(task, name)
     return task
-
-
-def check_training(config: TrainConfig, task: Task) -> None:
-    """What the loop would refuse for this task, refused before the first run starts.
-
-    The loop checks these too, but only once a run is under way: by then the command
-    has printed progress, and the error would no longer be the only line on stderr.
-    """
-    train_size = task.dataset_id("train").num_examples
-    if config.batch_size > train_size:
-        raise UsageError(
-            f"--batch-size {config.batch_size} is larger than the training set ({train_size})"
-        )
-    # "plateau" follows evaluations, not the step count: it needs no step budget.
-    no_steps = config.steps is None and config.epochs is None
-    if config.schedule not in ("constant", "plateau") and no_steps:
-        raise UsageError(f"--schedule {config.schedule} needs a --steps or --epochs budget")
-    metrics = [m.name for m in task.metrics]
-    if config.target_metric is not None and config.target_metric not in metrics:
-        raise UsageError(
-            f"--target metric {config.target_metric!r} is not one of {', '.join(metrics)}"
-        )
 
 
 def prepare_models(plan: Plan, task: Task) -> list[PreparedModel]:
@@ -171,8 +154,8 @@ def run_one(
         on_progress=on_progress,
         checkpoint=checkpoint,
     )
-    verdict, verdict_figures = probes.verdict(result)
     summary = probes.summary()
+    verdict, verdict_figures = probes.verdict(result, summary)
     if verdict_figures:
         summary = {**summary, "verdict_figures": verdict_figures}
     train_options = plan.train.as_dict()

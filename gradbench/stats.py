@@ -301,20 +301,13 @@ def table_rows(records: list[RunRecord]) -> dict[str, list[Row]]:
                 Row(
                     first["task"],
                     lb.dataset_key(first),
-                    row_label(first, differing),
+                    lb.row_label(first, differing),
                     config,
                     {r["seed"]: r for r in sorted(group, key=lambda r: r["seed"])},
                 )
             )
         result[title] = rows
     return result
-
-
-def row_label(first: RunRecord, differing: list[str]) -> str:
-    """The leaderboard's row label: the model label, then the training options that differ."""
-    label = first["model_label"]
-    extras = [f"{k}={first['train_options'].get(k)}" for k in differing]
-    return label + (" [" + ", ".join(extras) + "]" if extras else "")
 
 
 def _same(wanted: str, actual) -> bool:

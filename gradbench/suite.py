@@ -39,6 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from gradbench import cells
 from gradbench.claims import Claim, check_metric_names, claims_path, parse_claim, read_claims
 from gradbench.config import TrainConfig
 from gradbench.errors import UsageError
@@ -310,16 +311,7 @@ class Cell:
 def cell_key(task: Any, plan: Any, item: Any, seed: int) -> str:
     """The cell's key as ``gradbench run`` computes it (``gradbench.cells``), so a suite
     and a plain run of the same configuration are one cell."""
-    from gradbench.cells import cell_key as key
-
-    return key(plan, item, seed, task.dataset_id("train").as_dict())
-
-
-def complete_cells(store: ResultsStore) -> set[str]:
-    """Cell keys whose record is present and whose series file (if any) exists."""
-    from gradbench.cells import complete_cells as done
-
-    return done(store)
+    return cells.cell_key(plan, item, seed, task.dataset_id("train").as_dict())
 
 
 @contextlib.contextmanager
@@ -400,7 +392,7 @@ def _run_with_executor(
     execution.resume = not force
     execution.record_fields = {"suite": suite.name}
     for comparison, task, plan, prepared in plan_comparisons(suite, data):
-        done = set() if force else complete_cells(store)
+        done = set() if force else cells.complete_cells(store)
         keys = [cell_key(task, plan, item, seed) for item in prepared for seed in comparison.seeds]
         counts["skipped"] += sum(key in done for key in keys)
         execution.source = TaskSource(comparison.task, comparison.task_options, data, tasks_dir)
@@ -433,7 +425,7 @@ def run_suite(
         with results_lock(store):
             return _run_with_executor(suite, store, data, execution, force, tasks_dir, on_record)
     with results_lock(store):
-        done = set() if force else complete_cells(store)
+        done = set() if force else cells.complete_cells(store)
         for task, plan, cell in plan_cells(suite, data):
             if cell.key in done:
                 counts["skipped"] += 1

@@ -81,6 +81,12 @@ def epoch_indices(
             yield slice(start, min(start + batch_size, count))
 
 
+def split_count(count: int, split: str, eval_limit: int | None) -> int:
+    """How many of a split's ``count`` examples an epoch uses: all of the training split,
+    at most ``eval_limit`` (``--eval-limit``; None: all) of an evaluation split."""
+    return count if split == "train" or eval_limit is None else min(count, eval_limit)
+
+
 @dataclass(frozen=True)
 class DatasetId:
     """Which data a run used: name, split, version or content hash, and where it came from."""

@@ -123,6 +123,26 @@ RESUMED = (
 )
 
 
+def check_training(config: TrainConfig, task: Task) -> None:
+    """What the loop refuses for this task. ``train`` calls it; a sweep calls it before
+    the first run starts, so the error is the only line on stderr, not one after progress.
+    """
+    train_size = task.dataset_id("train").num_examples
+    if config.batch_size > train_size:
+        raise UsageError(
+            f"--batch-size {config.batch_size} is larger than the training set ({train_size})"
+        )
+    # "plateau" follows evaluations, not the step count: it needs no step budget.
+    no_steps = config.steps is None and config.epochs is None
+    if config.schedule not in ("constant", "plateau") and no_steps:
+        raise UsageError(f"--schedule {config.schedule} needs a --steps or --epochs budget")
+    metrics = [m.name for m in task.metrics]
+    if config.target_metric is not None and config.target_metric not in metrics:
+        raise UsageError(
+            f"--target metric {config.target_metric!r} is not one of {', '.join(metrics)}"
+        )
+
+
 def target_met(value: float, target: float, higher_is_better: bool) -> bool:
     return value >= target if higher_is_better else value <= target
 
@@ -144,18 +164,14 @@ def train(
     ``seed`` fixes the data order (the caller seeds initialisation before building the
     model). ``clock`` is injectable so tests of time budgets need no sleeping.
     """
+    check_training(config, task)
     device = device or pick_device(config.device)
     hooks = hooks or NoHooks()
     model.to(device).train()
     # The module a training step calls: the model itself, or its compiled form (--fast).
     step_model, fast_info = fast.prepare(model, task, config, device)
     optimizer = make_optimizer(model, config)
-    train_size = task.dataset_id("train").num_examples
-    steps_per_epoch = train_size // config.batch_size
-    if steps_per_epoch < 1:
-        raise UsageError(
-            f"--batch-size {config.batch_size} is larger than the training set ({train_size})"
-        )
+    steps_per_epoch = task.dataset_id("train").num_examples // config.batch_size
     caps = []
     if config.steps is not None:
         caps.append((config.steps, "steps"))
@@ -163,10 +179,6 @@ def train(
         caps.append((max(1, math.ceil(config.epochs * steps_per_epoch)), "epochs"))
     total_steps, step_cap_reason = min(caps) if caps else (None, None)
     higher = {m.name: m.higher_is_better for m in task.metrics}
-    if config.target_metric is not None and config.target_metric not in higher:
-        raise UsageError(
-            f"--target metric {config.target_metric!r} is not one of {', '.join(higher)}"
-        )
     # An adaptive schedule watches the metric a target names, else the task's primary one.
     watched = config.target_metric or task.metrics[0].name
     scheduler = Schedule(optimizer, config, total_steps, watched, higher[watched])

@@ -31,8 +31,6 @@ spelled transcripts ("three one four").
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import shutil
 import tarfile
@@ -49,9 +47,9 @@ from gradbench.audio import (
     clip_features,
     feature_transform,
 )
-from gradbench.data import content_hash, download
+from gradbench.data import content_hash, download, json_hash
 from gradbench.errors import DataError, UsageError
-from gradbench.evaluation import forward
+from gradbench.evaluation import forward, per_split_metrics
 from gradbench.registry import TASKS
 from gradbench.task import Batch, DataConfig, DatasetId, InputSpec, MetricSpec, epoch_indices
 
@@ -347,29 +345,19 @@ class ClipClassification:
         return F.cross_entropy(output.float(), batch.y)
 
     def evaluate(self, model: nn.Module, device: torch.device, batch_size: int) -> dict[str, float]:
-        import torch
-        import torch.nn.functional as F
-
-        metrics = {}
-        for split in self.eval_splits:
-            predictions, labels = [], []
-            loss_sum = 0.0
-            for batch in self.batches(split, batch_size, 0):
-                batch = batch.to(device)
-                logits = forward(model, batch).float()
-                loss_sum += float(F.cross_entropy(logits, batch.y, reduction="sum"))
-                predictions.append(logits.argmax(dim=-1).cpu())
-                labels.append(batch.y.cpu())
-            predicted, actual = torch.cat(predictions), torch.cat(labels)
-            metrics[f"{split}_accuracy"] = float((predicted == actual).double().mean())
+        def f1(predicted: Tensor, actual: Tensor) -> float:
             from torchmetrics.functional.classification import multiclass_f1_score
 
             # Macro-F1: every class counts alike, however many clips it has.
             macro = multiclass_f1_score(
                 predicted, actual, num_classes=self.num_classes, average="macro"
             )
-            metrics[f"{split}_f1"] = float(macro)
-            metrics[f"{split}_loss"] = loss_sum / len(actual)
+            return float(macro)
+
+        metrics = {}
+        for split in self.eval_splits:
+            batches = self.batches(split, batch_size, 0)
+            metrics |= per_split_metrics(model, batches, device, split, f1)
         return metrics
 
     def fake_batch(self, batch_size: int = 4, seed: int = 0) -> Batch:
@@ -701,11 +689,6 @@ def blind_baselines(strings: dict[str, Strings]) -> dict[str, float]:
     }
 
 
-def generator_version(params: dict[str, Any]) -> str:
-    text = json.dumps(params, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
 @TASKS.register(
     "speech-connected",
     aliases=("fsdd-connected",),
@@ -776,7 +759,7 @@ def speech_connected(
         silence=silence,
         strings=strings,
         split_names={s: f"{names[s]}x{len(strings[s].frames)}" for s in names},
-        version=f"{clips.version}:gen-{generator_version(params)}",
+        version=f"{clips.version}:gen-{json_hash(params)}",
         details=fsdd_details(clips, options, speaker)
         | {k: v for k, v in params.items() if k != "generator"}
         | ({"spec_augment": [augment.freq_mask, augment.time_mask]} if augment else {}),

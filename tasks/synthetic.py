@@ -18,18 +18,25 @@ run that "did not learn" is visible beside them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 from annotated_types import Ge
 
+from gradbench.data import json_hash
 from gradbench.errors import UsageError
 from gradbench.options import Count, NonNegativeInt
 from gradbench.registry import TASKS
-from gradbench.task import Batch, DataConfig, DatasetId, InputSpec, MetricSpec, epoch_indices
+from gradbench.task import (
+    Batch,
+    DataConfig,
+    DatasetId,
+    InputSpec,
+    MetricSpec,
+    epoch_indices,
+    split_count,
+)
 
 # torch is imported where it is used, not here: `gradbench list tasks` imports this
 # module and must not pay torch's import time.
@@ -44,8 +51,7 @@ SPLIT_SALT = {"train": 0, "test": 1}
 
 def generator_version(params: dict[str, Any]) -> str:
     """Version of a generated data set: a short hash of everything that determines it."""
-    text = json.dumps({"generator": GENERATOR_VERSION, **params}, sort_keys=True)
-    return "gen:" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    return "gen:" + json_hash({"generator": GENERATOR_VERSION, **params})
 
 
 def split_generator(data_seed: int, split: str) -> torch.Generator:
@@ -79,10 +85,7 @@ class TensorTask:
     eval_limit: int | None = None
 
     def _count(self, split: str) -> int:
-        count = len(self.splits[split][1])
-        if split != "train" and self.eval_limit is not None:
-            return min(count, self.eval_limit)
-        return count
+        return split_count(len(self.splits[split][1]), split, self.eval_limit)
 
     def batches(self, split: str, batch_size: int, seed: int) -> Iterator[Batch]:
         inputs, targets = self.splits[split]

@@ -22,13 +22,12 @@ training phrases (9.4 words on average) cost no more than they are.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gradbench.data import content_hash, locate
+from gradbench.data import content_hash, json_hash, locate
 from gradbench.errors import DataError, UsageError
 from gradbench.options import Count
 from gradbench.registry import TASKS
@@ -193,7 +192,7 @@ def read_hub(cache_dir: Path) -> Texts:
 
 
 def cache_key(version: str, level: str, min_freq: int, max_length: int) -> str:
-    text = json.dumps(
+    return json_hash(
         {
             "v": PREPROCESS_VERSION,
             "data": version,
@@ -201,9 +200,8 @@ def cache_key(version: str, level: str, min_freq: int, max_length: int) -> str:
             "min_freq": min_freq,
             "max_length": max_length,
         },
-        sort_keys=True,
+        16,
     )
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -222,8 +220,7 @@ def load_preprocessed(
         version, source = "sha256:" + content_hash(files.values()), "local"
     elif data.download:
         texts = read_hub(data.cache_dir)
-        digest = hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()[:12]
-        version, source = "hub-sha256:" + digest, "hub"
+        version, source = "hub-sha256:" + json_hash(texts), "hub"
     else:
         where = f" under {data.data_dir}" if data.data_dir else ""
         raise DataError(

@@ -31,8 +31,6 @@ The trivial baseline beside the table is the score of copying the source sentenc
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
 import math
 import os
 import time
@@ -41,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gradbench import subwords
-from gradbench.data import content_hash, file_digest, locate, obtain
+from gradbench.data import content_hash, file_digest, json_hash, locate, obtain
 from gradbench.errors import DataError, UsageError
 from gradbench.evaluation import forward
 from gradbench.registry import TASKS
@@ -155,8 +153,7 @@ def read_pair(paths: dict[str, Path], src: str, tgt: str) -> Texts:
 
 
 def cache_key(version: str, **options: Any) -> str:
-    text = json.dumps({"v": PREPROCESS_VERSION, "data": version, **options}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_hash({"v": PREPROCESS_VERSION, "data": version, **options}, 16)
 
 
 def _atomic(path: Path, write) -> None:

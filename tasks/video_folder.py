@@ -27,21 +27,20 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gradbench_tasks.video import VideoClassification
+
 from gradbench.errors import DataError, UsageError
 from gradbench.registry import TASKS
-from gradbench.task import Batch, DataConfig, DatasetId, InputSpec, MetricSpec, epoch_indices
+from gradbench.task import DataConfig, DatasetId
 
 # torch, numpy and PyAV are imported where they are used: `gradbench list tasks` imports
 # this module and must not pay their import time (nor need PyAV at all).
 if TYPE_CHECKING:
     import numpy as np
-    import torch
-    from torch import Tensor, nn
 
 # Bump when decoding or sampling changes what is cached for the same files and options.
 LOADER_VERSION = 1
@@ -213,64 +212,24 @@ def load_clips(
     return payload
 
 
-class VideoFolder:
-    """Classify real clips; held as uint8 in memory, standardised per channel per batch."""
+class VideoFolder(VideoClassification):
+    """Classify real clips, standardised per channel."""
 
-    metrics = (MetricSpec("test_accuracy", True), MetricSpec("test_loss", False))
     train_defaults = {"optimizer": "adam", "lr": 1e-3, "batch_size": 16}
 
     def __init__(
         self, name: str, listing: Listing, payload: dict[str, Any], version: str, details: dict
     ):
-        import torch
-
         self.name = "video-folder"
         self.dataset = name
         self.classes = listing.classes
+        self.num_classes = len(self.classes)
         self.version = version
         self.details = details
         self.mean = payload["mean"].view(1, 1, -1, 1, 1)
         self.std = payload["std"].view(1, 1, -1, 1, 1)
         self.splits = {s: (payload[s]["clips"], payload[s]["labels"]) for s in ("train", "test")}
-        counts = torch.bincount(self.splits["train"][1], minlength=len(self.classes))
-        test_labels = self.splits["test"][1]
-        self.baselines = {
-            "test_accuracy (chance)": 1 / len(self.classes),
-            "test_accuracy (majority)": float((test_labels == counts.argmax()).double().mean()),
-        }
-
-    def input_spec(self) -> InputSpec:
-        return InputSpec(
-            kind="video",
-            shape=tuple(self.splits["train"][0].shape[1:]),
-            num_outputs=len(self.classes),
-        )
-
-    def standardise(self, clips: Tensor) -> Tensor:
-        return (clips.float().div(255) - self.mean) / self.std
-
-    def batches(self, split: str, batch_size: int, seed: int) -> Iterator[Batch]:
-        clips, labels = self.splits[split]
-        for index in epoch_indices(len(labels), batch_size, seed, train=split == "train"):
-            yield Batch(self.standardise(clips[index]), labels[index])
-
-    def loss(self, output: Tensor, batch: Batch) -> Tensor:
-        import torch.nn.functional as F
-
-        return F.cross_entropy(output.float(), batch.y)
-
-    def evaluate(self, model: nn.Module, device: torch.device, batch_size: int) -> dict[str, float]:
-        from gradbench.evaluation import classification_metrics
-
-        return classification_metrics(model, self.batches("test", batch_size, 0), device, "test")
-
-    def fake_batch(self, batch_size: int = 4, seed: int = 0) -> Batch:
-        import torch
-
-        clips, labels = self.splits["test"]
-        generator = torch.Generator().manual_seed(seed)
-        index = torch.randint(0, len(labels), (batch_size,), generator=generator)
-        return Batch(self.standardise(clips[index]), labels[index])
+        self.set_baselines()
 
     def dataset_id(self, split: str) -> DatasetId:
         return DatasetId(

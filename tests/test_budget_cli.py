@@ -195,3 +195,11 @@ def test_issue_check_plain20_resnet20_on_fashion_mnist(data_dir: Path, capsys) -
     assert plain["width"] == 15 and plain["match_within_tolerance"] is True
     assert abs(plain["match_rel_error"]) <= 0.02
     assert plain["options"]["width_multiplier"] != 1.0
+
+
+def test_the_table_shows_the_width_multiplier_beside_the_width(data_dir: Path, capsys) -> None:
+    args = ["budget", "image", "-m", "plain-20", "--match", "params", "--match-target", "250k"]
+    args += ["--data-dir", str(data_dir), "--time-steps", "0", "--no-download", "--device", "cpu"]
+    code, out, err = cli(args, capsys)
+    assert code == 0, err
+    assert " 15 x1.027 " in out  # base channels times the solved per-stage multiplier

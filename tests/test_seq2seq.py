@@ -242,3 +242,12 @@ def test_beam_one_equals_greedy_on_a_real_model() -> None:
     assert beam_search(model, src, batch.lengths, limits, SPECIAL, 1, 0.0) == greedy(
         model, src, batch.lengths, limits, SPECIAL
     )
+
+
+def test_every_transformer_block_learns_its_own_prelu_slope() -> None:
+    model = make("transformer", {"activation": "prelu"})
+    slopes = [m.weight for m in model.modules() if isinstance(m, nn.PReLU)]
+    blocks = sum(1 for m in model.modules() if isinstance(m, nn.TransformerEncoderLayer))
+    blocks += sum(1 for m in model.modules() if isinstance(m, nn.TransformerDecoderLayer))
+    assert blocks >= 2 and len(slopes) == blocks
+    assert len({id(s) for s in slopes}) == len(slopes)  # not one slope shared by all blocks

@@ -193,6 +193,19 @@ def test_schedule_needs_a_step_budget() -> None:
         lr_factor(TrainConfig(seconds=5, schedule="cosine"), None)
 
 
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"batch_size": 10_000}, "larger than the training set"),
+        ({"target_metric": "nope", "target_value": 1.0, "eval_every": 1}, "is not one of"),
+    ],
+)
+def test_train_refuses_what_check_training_refuses(make_fake_task, config, message) -> None:
+    """train() runs the same check the sweep runs up front (gradbench.train.check_training)."""
+    with pytest.raises(UsageError, match=message):
+        run(make_fake_task(), **config)
+
+
 def test_bf16_autocast_runs_on_cpu_and_changes_the_arithmetic(make_fake_task) -> None:
     fp32 = run(make_fake_task(), steps=3)
     bf16 = run(make_fake_task(), steps=3, precision="bf16")

@@ -140,7 +140,7 @@ def resolve_options(
     without one, the name's own factory (the one ``build_model`` uses for the kinds
     that have no variant).
     """
-    known = _options_of(spec.name, [MODELS.factory_for(spec.name, kind)])
+    known = model_options(spec.name, kind)
     # Before the task is known, an option of any variant (``lstm:encoder=resnet-8`` for a
     # video task) is allowed: ``prepare_models`` checks it again for the task's kind.
     allowed = known if kind is not None else any_kind_options(spec.name)

@@ -34,27 +34,48 @@ def check_depth(depth: int) -> int:
     return (depth - 2) // 6
 
 
+def spatial_norm(norm: str, channels: int, spatial_dims: int) -> nn.Module:
+    """``make_norm`` for 2D feature maps, or 3D ones (video) where it is batch norm."""
+    if spatial_dims == 3 and norm == "batch":
+        return nn.BatchNorm3d(channels)
+    return make_norm(norm, channels)
+
+
 class Block(nn.Module):
+    """Two 3x3 convolutions (3x3x3 with ``spatial_dims=3``), optionally with an option-A
+    shortcut: subsample every spatial axis, zero-pad channels."""
+
     def __init__(
-        self, c_in: int, c_out: int, stride: int, activation: str, norm: str, residual: bool
+        self,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        activation: str,
+        norm: str,
+        residual: bool,
+        spatial_dims: int = 2,
     ):
         super().__init__()
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         self.residual = residual
         # A normalisation's shift makes the convolution's bias redundant.
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=norm == "none")
-        self.bn1 = make_norm(norm, c_out)
+        self.conv1 = conv(c_in, c_out, 3, stride, 1, bias=norm == "none")
+        self.bn1 = spatial_norm(norm, c_out, spatial_dims)
         self.act1 = make_activation(activation)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=norm == "none")
-        self.bn2 = make_norm(norm, c_out)
+        self.conv2 = conv(c_out, c_out, 3, 1, 1, bias=norm == "none")
+        self.bn2 = spatial_norm(norm, c_out, spatial_dims)
         self.act2 = make_activation(activation)
         self.stride = stride
         self.pad = c_out - c_in
+        self.spatial_dims = spatial_dims
 
     def shortcut(self, x: Tensor) -> Tensor:
         if self.stride > 1:
-            x = x[:, :, :: self.stride, :: self.stride]
+            # Same output size as the strided convolution (padding 1): ceil(n / 2).
+            every = slice(None, None, self.stride)
+            x = x[(slice(None), slice(None)) + (every,) * self.spatial_dims]
         if self.pad:
-            x = F.pad(x, (0, 0, 0, 0, 0, self.pad))
+            x = F.pad(x, (0, 0) * self.spatial_dims + (0, self.pad))
         return x
 
     def forward(self, x: Tensor) -> Tensor:
@@ -63,6 +84,26 @@ class Block(nn.Module):
         if self.residual:
             out = out + self.shortcut(x)
         return self.act2(out)
+
+
+def cifar_stages(
+    stage_channels: list[int],
+    blocks_per_stage: int,
+    activation: str,
+    norm: str,
+    residual: bool,
+    spatial_dims: int = 2,
+) -> nn.Sequential:
+    """The three stages after the stem (whose width is ``stage_channels[0]``): n blocks
+    each, stride 2 entering stages 2 and 3."""
+    layers: list[nn.Module] = []
+    c_in = stage_channels[0]
+    for stage, c_out in enumerate(stage_channels):
+        for index in range(blocks_per_stage):
+            stride = 2 if stage > 0 and index == 0 else 1
+            layers.append(Block(c_in, c_out, stride, activation, norm, residual, spatial_dims))
+            c_in = c_out
+    return nn.Sequential(*layers)
 
 
 class CifarNet(nn.Module):
@@ -92,16 +133,8 @@ class CifarNet(nn.Module):
             make_norm(norm, width),
             make_activation(activation),
         )
-        layers: list[nn.Module] = []
-        c_in = width
-        for stage in range(3):
-            c_out = stage_channels[stage]
-            for index in range(blocks_per_stage):
-                stride = 2 if stage > 0 and index == 0 else 1
-                layers.append(Block(c_in, c_out, stride, activation, norm, residual))
-                c_in = c_out
-        self.blocks = nn.Sequential(*layers)
-        self.head = nn.Linear(c_in, spec.num_outputs)
+        self.blocks = cifar_stages(stage_channels, blocks_per_stage, activation, norm, residual)
+        self.head = nn.Linear(stage_channels[-1], spec.num_outputs)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         x = self.blocks(self.stem(x))

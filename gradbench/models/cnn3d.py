@@ -11,50 +11,14 @@ exactly the same parameters at every depth and width.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradbench.errors import UsageError
 from gradbench.mitigations import make_activation
-from gradbench.models.cnn import check_depth
+from gradbench.models.cnn import check_depth, cifar_stages, spatial_norm
 from gradbench.models.video import check_video_spec
 from gradbench.registry import MODELS
 from gradbench.task import InputSpec
-
-
-def norm3d(batch_norm: bool, channels: int) -> nn.Module:
-    return nn.BatchNorm3d(channels) if batch_norm else nn.Identity()
-
-
-class Block3d(nn.Module):
-    def __init__(
-        self, c_in: int, c_out: int, stride: int, activation: str, batch_norm: bool, residual: bool
-    ):
-        super().__init__()
-        self.residual = residual
-        self.conv1 = nn.Conv3d(c_in, c_out, 3, stride, 1, bias=not batch_norm)
-        self.bn1 = norm3d(batch_norm, c_out)
-        self.act1 = make_activation(activation)
-        self.conv2 = nn.Conv3d(c_out, c_out, 3, 1, 1, bias=not batch_norm)
-        self.bn2 = norm3d(batch_norm, c_out)
-        self.act2 = make_activation(activation)
-        self.stride = stride
-        self.pad = c_out - c_in
-
-    def shortcut(self, x: Tensor) -> Tensor:
-        if self.stride > 1:
-            # Same output size as the strided 3x3x3 convolution (padding 1): ceil(n / 2).
-            x = x[:, :, :: self.stride, :: self.stride, :: self.stride]
-        if self.pad:
-            x = F.pad(x, (0, 0, 0, 0, 0, 0, 0, self.pad))
-        return x
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        if self.residual:
-            out = out + self.shortcut(x)
-        return self.act2(out)
 
 
 class Cifar3dNet(nn.Module):
@@ -73,21 +37,17 @@ class Cifar3dNet(nn.Module):
         blocks_per_stage = check_depth(depth)
         if width < 1:
             raise UsageError(f"{name}: width (stem channels) must be >= 1, got {width}")
+        norm = "batch" if batch_norm else "none"
+        stage_channels = [width * 2**stage for stage in range(3)]
         self.stem = nn.Sequential(
             nn.Conv3d(channels, width, 3, 1, 1, bias=not batch_norm),
-            norm3d(batch_norm, width),
+            spatial_norm(norm, width, spatial_dims=3),
             make_activation(activation),
         )
-        layers: list[nn.Module] = []
-        c_in = width
-        for stage in range(3):
-            c_out = width * 2**stage
-            for index in range(blocks_per_stage):
-                stride = 2 if stage > 0 and index == 0 else 1
-                layers.append(Block3d(c_in, c_out, stride, activation, batch_norm, residual))
-                c_in = c_out
-        self.blocks = nn.Sequential(*layers)
-        self.head = nn.Linear(c_in, spec.num_outputs)
+        self.blocks = cifar_stages(
+            stage_channels, blocks_per_stage, activation, norm, residual, spatial_dims=3
+        )
+        self.head = nn.Linear(stage_channels[-1], spec.num_outputs)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         # Clips arrive as (B, T, C, H, W); Conv3d reads (B, C, T, H, W).

@@ -30,7 +30,6 @@ class ConvFrontEnd(nn.Module):
 
     def __init__(self, features: int, factor: int):
         super().__init__()
-        self.factor = factor
         self.convs = nn.ModuleList(
             nn.Conv1d(features, features, kernel_size=3, stride=2, padding=1)
             for _ in range(int(math.log2(factor)))

@@ -420,7 +420,10 @@ class TransformerSeq2Seq(nn.Module):
         self.d_model = d_model
         self.pad = spec.pad_index or 0
         self.max_positions = spec.shape[0]
-        act = F.gelu if activation == "gelu" else make_activation(activation)
+
+        def act() -> Any:  # one per block: blocks must not share one PReLU slope
+            return F.gelu if activation == "gelu" else make_activation(activation)
+
         self.src_embed = make_embedding(spec.vocab_size, embed_dim, spec.pad_index)
         self.src_project = nn.Linear(embed_dim, d_model)
         if positions == "learned":
@@ -429,7 +432,13 @@ class TransformerSeq2Seq(nn.Module):
             self.position = None
         self.encoder_blocks = nn.ModuleList(
             nn.TransformerEncoderLayer(
-                d_model, heads, ffn_mult * width, dropout, act, batch_first=True, norm_first=pre_ln
+                d_model,
+                heads,
+                ffn_mult * width,
+                dropout,
+                act(),
+                batch_first=True,
+                norm_first=pre_ln,
             )
             for _ in range(depth)
         )
@@ -438,7 +447,13 @@ class TransformerSeq2Seq(nn.Module):
         self.tgt_project = nn.Linear(embed_dim, d_model)
         self.decoder_blocks = nn.ModuleList(
             nn.TransformerDecoderLayer(
-                d_model, heads, ffn_mult * width, dropout, act, batch_first=True, norm_first=pre_ln
+                d_model,
+                heads,
+                ffn_mult * width,
+                dropout,
+                act(),
+                batch_first=True,
+                norm_first=pre_ln,
             )
             for _ in range(depth)
         )
@@ -555,8 +570,11 @@ def _decoder_block_last(
 # ------------------------------------------------------------------------- factories
 
 
-def _recurrent(spec: InputSpec, cell: str, **options: Any) -> nn.Module:
-    return RecurrentSeq2Seq(spec, cell, **options)
+def _recurrent(cell: str, factory_locals: dict[str, Any], **fixed: Any) -> nn.Module:
+    """``RecurrentSeq2Seq`` from a factory's ``locals()`` (its spec and options) and what
+    the variant fixes (``activation``, ``forget_bias``)."""
+    options = dict(factory_locals)
+    return RecurrentSeq2Seq(options.pop("spec"), cell, **options, **fixed)
 
 
 @MODELS.register_variant("rnn", kind="seq2seq")
@@ -573,20 +591,7 @@ def rnn_seq2seq(
     recurrent_init: str = "default",
     tie_embeddings: bool = True,
 ) -> nn.Module:
-    return _recurrent(
-        spec,
-        "rnn",
-        width=width,
-        depth=depth,
-        activation=activation,
-        attention=attention,
-        bidirectional=bidirectional,
-        embed_dim=embed_dim,
-        layer_norm=layer_norm,
-        recurrent_init=recurrent_init,
-        forget_bias=0.0,
-        tie_embeddings=tie_embeddings,
-    )
+    return _recurrent("rnn", locals(), forget_bias=0.0)
 
 
 @MODELS.register_variant("irnn", kind="seq2seq")
@@ -602,20 +607,7 @@ def irnn_seq2seq(
     recurrent_init: str = "identity",
     tie_embeddings: bool = True,
 ) -> nn.Module:
-    return _recurrent(
-        spec,
-        "rnn",
-        width=width,
-        depth=depth,
-        activation="relu",
-        attention=attention,
-        bidirectional=bidirectional,
-        embed_dim=embed_dim,
-        layer_norm=layer_norm,
-        recurrent_init=recurrent_init,
-        forget_bias=0.0,
-        tie_embeddings=tie_embeddings,
-    )
+    return _recurrent("rnn", locals(), activation="relu", forget_bias=0.0)
 
 
 @MODELS.register_variant("lstm", kind="seq2seq")
@@ -632,20 +624,7 @@ def lstm_seq2seq(
     forget_bias: float = 1.0,
     tie_embeddings: bool = True,
 ) -> nn.Module:
-    return _recurrent(
-        spec,
-        "lstm",
-        width=width,
-        depth=depth,
-        activation="tanh",
-        attention=attention,
-        bidirectional=bidirectional,
-        embed_dim=embed_dim,
-        layer_norm=layer_norm,
-        recurrent_init=recurrent_init,
-        forget_bias=forget_bias,
-        tie_embeddings=tie_embeddings,
-    )
+    return _recurrent("lstm", locals(), activation="tanh")
 
 
 @MODELS.register_variant("gru", kind="seq2seq")
@@ -661,20 +640,7 @@ def gru_seq2seq(
     recurrent_init: str = "default",
     tie_embeddings: bool = True,
 ) -> nn.Module:
-    return _recurrent(
-        spec,
-        "gru",
-        width=width,
-        depth=depth,
-        activation="tanh",
-        attention=attention,
-        bidirectional=bidirectional,
-        embed_dim=embed_dim,
-        layer_norm=layer_norm,
-        recurrent_init=recurrent_init,
-        forget_bias=0.0,
-        tie_embeddings=tie_embeddings,
-    )
+    return _recurrent("gru", locals(), activation="tanh", forget_bias=0.0)
 
 
 @MODELS.register_variant("transformer", kind="seq2seq")
@@ -692,16 +658,4 @@ def transformer_seq2seq(
     dropout: float = 0.0,
     tie_embeddings: bool = True,
 ) -> nn.Module:
-    return TransformerSeq2Seq(
-        spec,
-        width=width,
-        depth=depth,
-        heads=heads,
-        ffn_mult=ffn_mult,
-        positions=positions,
-        pre_ln=pre_ln,
-        embed_dim=embed_dim,
-        activation=activation,
-        dropout=dropout,
-        tie_embeddings=tie_embeddings,
-    )
+    return TransformerSeq2Seq(**locals())

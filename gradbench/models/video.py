@@ -138,6 +138,19 @@ def video_net(
     return VideoNet(frames, MODELS.entry(temporal).factory(sequence_spec, **temporal_options))
 
 
+# The factories' own options (not the temporal model's); every video factory takes them.
+ENCODER_OPTIONS = ("encoder", "encoder_width", "frame_features", "encoder_activation", "batch_norm")
+
+
+def _video(temporal: str, factory_locals: dict[str, Any]) -> VideoNet:
+    """``video_net`` from a video factory's ``locals()``: its spec, the encoder options,
+    and the rest as the options of the sequence model ``temporal``."""
+    options = dict(factory_locals)
+    spec = options.pop("spec")
+    encoder_options = {name: options.pop(name) for name in ENCODER_OPTIONS}
+    return video_net(spec, temporal, options, **encoder_options)
+
+
 @MODELS.register_variant("rnn", kind="video")
 def rnn_video(
     spec: InputSpec,
@@ -156,24 +169,7 @@ def rnn_video(
     batch_norm: bool = True,
 ) -> nn.Module:
     """Frame CNN + plain RNN over frames."""
-    return video_net(
-        spec,
-        "rnn",
-        dict(
-            width=width,
-            depth=depth,
-            activation=activation,
-            bidirectional=bidirectional,
-            pooling=pooling,
-            layer_norm=layer_norm,
-            recurrent_init=recurrent_init,
-        ),
-        encoder=encoder,
-        encoder_width=encoder_width,
-        frame_features=frame_features,
-        encoder_activation=encoder_activation,
-        batch_norm=batch_norm,
-    )
+    return _video("rnn", locals())
 
 
 @MODELS.register_variant("irnn", kind="video")
@@ -193,23 +189,7 @@ def irnn_video(
     batch_norm: bool = True,
 ) -> nn.Module:
     """Frame CNN + IRNN over frames."""
-    return video_net(
-        spec,
-        "irnn",
-        dict(
-            width=width,
-            depth=depth,
-            bidirectional=bidirectional,
-            pooling=pooling,
-            layer_norm=layer_norm,
-            recurrent_init=recurrent_init,
-        ),
-        encoder=encoder,
-        encoder_width=encoder_width,
-        frame_features=frame_features,
-        encoder_activation=encoder_activation,
-        batch_norm=batch_norm,
-    )
+    return _video("irnn", locals())
 
 
 @MODELS.register_variant("lstm", kind="video")
@@ -230,24 +210,7 @@ def lstm_video(
     batch_norm: bool = True,
 ) -> nn.Module:
     """Frame CNN + LSTM over frames."""
-    return video_net(
-        spec,
-        "lstm",
-        dict(
-            width=width,
-            depth=depth,
-            bidirectional=bidirectional,
-            pooling=pooling,
-            layer_norm=layer_norm,
-            recurrent_init=recurrent_init,
-            forget_bias=forget_bias,
-        ),
-        encoder=encoder,
-        encoder_width=encoder_width,
-        frame_features=frame_features,
-        encoder_activation=encoder_activation,
-        batch_norm=batch_norm,
-    )
+    return _video("lstm", locals())
 
 
 @MODELS.register_variant("gru", kind="video")
@@ -267,23 +230,7 @@ def gru_video(
     batch_norm: bool = True,
 ) -> nn.Module:
     """Frame CNN + GRU over frames."""
-    return video_net(
-        spec,
-        "gru",
-        dict(
-            width=width,
-            depth=depth,
-            bidirectional=bidirectional,
-            pooling=pooling,
-            layer_norm=layer_norm,
-            recurrent_init=recurrent_init,
-        ),
-        encoder=encoder,
-        encoder_width=encoder_width,
-        frame_features=frame_features,
-        encoder_activation=encoder_activation,
-        batch_norm=batch_norm,
-    )
+    return _video("gru", locals())
 
 
 @MODELS.register_variant("transformer", kind="video")
@@ -306,23 +253,4 @@ def transformer_video(
     batch_norm: bool = True,
 ) -> nn.Module:
     """Frame CNN + Transformer encoder over frames."""
-    return video_net(
-        spec,
-        "transformer",
-        dict(
-            width=width,
-            depth=depth,
-            heads=heads,
-            ffn_mult=ffn_mult,
-            positions=positions,
-            pre_ln=pre_ln,
-            pooling=pooling,
-            activation=activation,
-            dropout=dropout,
-        ),
-        encoder=encoder,
-        encoder_width=encoder_width,
-        frame_features=frame_features,
-        encoder_activation=encoder_activation,
-        batch_norm=batch_norm,
-    )
+    return _video("transformer", locals())

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -83,11 +84,12 @@ class TimestepCapture:
     norms: np.ndarray  # (samples, T)
     lengths: np.ndarray  # (samples,)
 
-    @property
+    # Read by the whole-run and both window summaries and by the series: fit once.
+    @cached_property
     def decay(self) -> float:
         return decay_rate(self.norms, self.lengths)
 
-    @property
+    @cached_property
     def start_to_end(self) -> float:
         return log10_start_to_end(self.norms, self.lengths)
 
@@ -427,9 +429,14 @@ class ProbeSet:
             "timestep_samples": np.array([len(c.lengths) for c in self.timesteps]),
         }
 
-    def verdict(self, result: Any) -> tuple[str | None, dict[str, Any]]:
-        """(overall verdict, evidence) from the summary and the loop's result (see ``verdict``)."""
-        summary = self.summary()
+    def verdict(
+        self, result: Any, summary: dict[str, Any] | None = None
+    ) -> tuple[str | None, dict[str, Any]]:
+        """(overall verdict, evidence) from the summary and the loop's result (see ``verdict``).
+
+        ``summary``: this set's ``summary()``, when the caller has built it already.
+        """
+        summary = self.summary() if summary is None else summary
         verdict, figures = decide(
             summary,
             diverged=bool(result.diverged),
