@@ -306,7 +306,7 @@ class RayTasks:
     """Each cell a Ray task on an existing cluster (``--address``) or a local one."""
 
     def __init__(self, execution: Execution, make_job: Callable[[Cell], Job]):
-        ray = import_ray()
+        ray = import_ray(execution.address)
         self.ray = ray
         self.make_job = make_job
         self.started_here = False
@@ -344,7 +344,10 @@ class RayTasks:
             self.ray.shutdown()
 
 
-def import_ray() -> Any:
+def import_ray(address: str | None = None) -> Any:
+    """Ray, ready to join the cluster at ``address`` (Ray reads its auth mode on import)."""
+    if address:
+        use_cluster_token()
     try:
         import ray
     except ImportError:
@@ -366,6 +369,10 @@ def connect(ray: Any, execution: Execution) -> None:
         "logging_level": logging.WARNING,
         "log_to_driver": False,
     }
+    if address:
+        # The nodes run this driver's gradbench, shipped with each job, whatever version
+        # (if any) they have installed; torch and the other dependencies must be there.
+        options["runtime_env"] = {"py_modules": shipped_modules()}
     if not address:
         # A local cluster for this sweep; the object store holds only small results.
         options |= {
@@ -382,7 +389,49 @@ def connect(ray: Any, execution: Execution) -> None:
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
         where = f"at --address {address}" if address else "locally"
         message = " ".join(str(error).split())[:200]
-        raise UsageError(f"cannot start or join a Ray cluster {where}: {message}") from None
+        hint = (
+            " (a cluster with token authentication needs its token in RAY_AUTH_TOKEN or"
+            " ~/.ray/auth_token)"
+            if address
+            else ""
+        )
+        raise UsageError(f"cannot start or join a Ray cluster {where}: {message}{hint}") from None
+
+
+# Where Ray looks for a cluster's authentication token (ray-security/token-auth).
+TOKEN_SOURCES = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def use_cluster_token() -> None:
+    """Present the cluster's token when there is one to present.
+
+    `ray start` (Ray >= 2.5x) starts clusters with token authentication, but `ray.init`
+    joining one resolves RAY_AUTH_MODE to "disabled" and never sends the token it could
+    find, so every RPC is refused (tested against `ray start --head`). With a token in
+    RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, token mode is turned on;
+    a cluster without authentication accepts such a client too. A RAY_AUTH_MODE the
+    user set is left alone.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if (
+        any(os.environ.get(name) for name in TOKEN_SOURCES)
+        or (Path.home() / ".ray" / "auth_token").is_file()
+    ):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def shipped_modules() -> list[str]:
+    """gradbench's packages as Ray py_modules (directories; a zipped install ships none)."""
+    import gradbench_tasks
+
+    import gradbench
+
+    return [
+        str(Path(module.__file__).parent)
+        for module in (gradbench, gradbench_tasks)
+        if Path(module.__file__).parent.is_dir()
+    ]
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:

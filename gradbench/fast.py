@@ -4,8 +4,8 @@
   (GPUs; CPUs with AMX or AVX512-BF16). Elsewhere bf16 is emulated and slower than
   fp32 (2.7x slower on an LSTM, measured), so fast mode stays fp32 there and records
   why. Weights, gradients, the optimiser and the gradient norms stay fp32;
-- channels-last memory layout for models with 2-D convolutions, the layout oneDNN and
-  cuDNN compute in (a contiguous NCHW tensor is reordered on every call otherwise);
+- channels-last memory layout for models with convolutions, the layout cuDNN's tensor
+  cores compute in (on the CPU it is the default already: ``gradbench.layout``);
 - ``torch.compile`` of the training forward and backward, for image models with the
   probes off. Sequence models are left eager: their recurrence is already one fused
   kernel, and their lengths vary from batch to batch, which would recompile. With
@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradbench import layout
 from gradbench.config import TrainConfig
 from gradbench.task import Task
 
@@ -56,10 +57,6 @@ def bf16_pays_off(device: torch.device) -> tuple[bool, str | None]:
     if device.type == "cpu" and cpu_has_bf16():
         return True, None
     return False, f"no bf16 units on this {device.type} (AMX or AVX512-BF16): stays fp32"
-
-
-def uses_conv2d(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def compile_decision(task: Task, config: TrainConfig) -> tuple[bool, str | None]:
@@ -91,8 +88,7 @@ def prepare(
         "compile_seconds": 0.0,
         "compile_skipped": None,
     }
-    if uses_conv2d(model):
-        model.to(memory_format=torch.channels_last)
+    if layout.to_channels_last(model):  # already done on the CPU (gradbench.layout)
         info["channels_last"] = True
     wanted, reason = compile_decision(task, config)
     if not wanted:

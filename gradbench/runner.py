@@ -225,7 +225,7 @@ def run_one(
         "verdict_end": (verdict_figures.get("end") or {}).get("verdict"),
         "verdict_evidence": verdict_figures,
         "environment": environment(str(device), torch.get_num_threads())
-        | {"flush_denormal": device.type == "cpu"},
+        | {"flush_denormal": device.type == "cpu", "memory_format": result.memory_format},
         "fast": result.fast or None,
     }
     series = {

@@ -53,7 +53,7 @@ def make_execution(
         checkpoint_every=checkpoint_every,
     )
     if execution.executor == "ray":
-        import_ray()
+        import_ray(address)
         if address and address != "auto":
             check_reachable(address)
     return execution

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gradbench import fast
+from gradbench import fast, layout
 from gradbench.checkpoint import Checkpointer
 from gradbench.config import TrainConfig
 from gradbench.errors import UsageError
@@ -87,6 +87,8 @@ class TrainResult:
     probe_seconds: float = 0.0
     # What fast mode did (gradbench.fast): channels-last, compiled, compile seconds.
     fast: dict = field(default_factory=dict)
+    # The convolution weights' layout: "channels_last" or "contiguous" (gradbench.layout).
+    memory_format: str = "contiguous"
     evals: list[dict[str, float]] = field(default_factory=list)
     # Per training step: loss and global gradient norm before clipping.
     losses: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
@@ -168,8 +170,11 @@ def train(
     device = device or pick_device(config.device)
     hooks = hooks or NoHooks()
     model.to(device).train()
+    memory_format = layout.apply_default(model, device)
     # The module a training step calls: the model itself, or its compiled form (--fast).
     step_model, fast_info = fast.prepare(model, task, config, device)
+    if fast_info.get("channels_last"):
+        memory_format = layout.CHANNELS_LAST
     optimizer = make_optimizer(model, config)
     steps_per_epoch = task.dataset_id("train").num_examples // config.batch_size
     caps = []
@@ -364,6 +369,7 @@ def train(
         clip_hits=int(clip_hits),
         probe_seconds=probe_seconds,
         fast=fast_info,
+        memory_format=memory_format,
         evals=evals,
         losses=np.asarray(losses, np.float32),
         grad_norms=np.asarray(grad_norms, np.float32),

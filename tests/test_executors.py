@@ -7,6 +7,7 @@ The sweeps here are tiny (the adding problem at T=20, a few steps) and a plugin 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import textwrap
@@ -237,3 +238,83 @@ def test_ray_runs_each_cell_as_a_task_with_the_same_results(tmp_path, capsys):
     assert "sweep 2/2 done" in err
     loss = {r["cell"]: r["final_train_loss"] for r in records(here)}
     assert {r["cell"]: r["final_train_loss"] for r in records(there)} == loss
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _kill_cluster(head, temp_dir: str) -> None:
+    """SIGKILL the `ray start` process group and any Ray process of this temp dir."""
+    import os
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGKILL)
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if temp_dir.encode() in (proc / "cmdline").read_bytes():
+                    os.kill(int(proc.name), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_ray_joins_an_existing_cluster_with_token_authentication(tmp_path):
+    """`ray start --head` with token authentication, then `gradbench run --address`: the
+    token is found (RAY_AUTH_TOKEN) without the user setting RAY_AUTH_MODE, the workers
+    run the driver's gradbench shipped as py_modules, and the driver writes every record.
+    Without the token mode, every RPC to such a cluster is refused."""
+    import os
+    import secrets
+    import subprocess
+    import tempfile
+    import time
+
+    pytest.importorskip("ray", reason="Ray is in the dev extra: pip install -e '.[dev]'")
+    ray_cli = Path(sys.executable).parent / "ray"
+    port = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="gbray")  # short: Ray's socket paths have a limit
+    token = secrets.token_hex(32)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env |= {"OMP_WAIT_POLICY": "PASSIVE", "RAY_AUTH_TOKEN": token, "HOME": str(tmp_path)}
+    head = subprocess.Popen(
+        [str(ray_cli), "start", "--head", "--block", "--port", str(port), "--num-cpus", "2"]
+        + ["--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp_dir],
+        env=env | {"RAY_AUTH_MODE": "token"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(Path(temp_dir).glob("session_*/sockets/raylet")):
+            assert head.poll() is None and time.monotonic() < deadline, "ray start failed"
+            time.sleep(0.2)
+        results = tmp_path / "results"
+        args = SWEEP + ["-m", "rnn", "-m", "lstm", "--seeds", "0,1", "--executor", "ray"]
+        args += ["--address", f"127.0.0.1:{port}", "--results", str(results)]
+        code = "from gradbench.cli import main; main()"
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            env=env | {"CI": "1"},
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "sweep 4/4 done" in done.stderr
+        written = records(results)
+        assert sorted((r["model_label"], r["seed"]) for r in written) == [
+            ("lstm", 0),
+            ("lstm", 1),
+            ("rnn", 0),
+            ("rnn", 1),
+        ]
+        shipped = list(Path(temp_dir).glob("session_*/runtime_resources/py_modules_files/*"))
+        assert shipped, "gradbench was not shipped to the cluster as py_modules"
+    finally:
+        _kill_cluster(head, temp_dir)

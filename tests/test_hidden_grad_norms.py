@@ -16,7 +16,7 @@ def reference_norms(model, x, lengths, loss_fn):
     return torch.stack([zeros if g is None else g.float().norm(dim=1) for g in grads], dim=1)
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm", "lstm-2", "rnn:activation=relu"])
+@pytest.mark.parametrize("name", ["rnn", "lstm", "lstm-2", "rnn:activation=relu", "gru", "gru-2"])
 def test_fused_norms_equal_the_stepwise_total_derivative(name):
     spec = InputSpec(kind="sequence", shape=(12, 3), num_outputs=4)
     model_spec = ModelSpec(name.split(":")[0], {})
@@ -39,7 +39,7 @@ def test_fused_norms_equal_the_stepwise_total_derivative(name):
     assert (fused[:, 0] > 0).all()
 
 
-@pytest.mark.parametrize("name", ["lstm", "rnn", "lstm-2"])
+@pytest.mark.parametrize("name", ["lstm", "rnn", "lstm-2", "gru", "gru-2"])
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_fused_norms_with_padding_agree_on_every_step(name, pooling):
     spec = InputSpec(kind="tokens", shape=(9,), num_outputs=2, vocab_size=20, pad_index=0)
@@ -68,9 +68,41 @@ def test_fused_norms_with_padding_agree_on_every_step(name, pooling):
     assert (fused[1, :5] > 0).all()
 
 
-def test_gru_and_bidirectional_fall_back_to_the_stepwise_path():
+def test_bidirectional_nets_fall_back_to_the_stepwise_path():
     spec = InputSpec(kind="sequence", shape=(6, 2), num_outputs=2)
-    for name, extra in (("gru", {}), ("lstm", {"bidirectional": True})):
-        options = resolve_options(ModelSpec(name, extra), {"width": 4}, spec.kind)
+    for name in ("lstm", "gru"):
+        options = resolve_options(ModelSpec(name, {"bidirectional": True}), {"width": 4}, spec.kind)
         model = build_model(name, spec, options)
         assert model.hidden_grad_norms(torch.randn(2, 6, 2), None, lambda o: o.sum()) is None
+
+
+def test_the_probe_takes_the_cheaper_path_for_the_device():
+    """On the CPU only an unpadded LSTM has a fused kernel (oneDNN): the probe uses the
+    fused pass there and the step-by-step one elsewhere (measured cheaper on long
+    sequences; see RecurrentNet.fused_probe_pays). On CUDA the fused pass, always."""
+    from gradbench.probes.timestep import timestep_grad_norms
+    from gradbench.task import Batch
+
+    spec = InputSpec(kind="sequence", shape=(10, 3), num_outputs=2)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+
+    class Task:
+        def loss(self, out, batch):
+            return F.cross_entropy(out, batch.y)
+
+    batch = Batch(torch.randn(4, 10, 3), torch.tensor([0, 1, 1, 0]))
+    for name, fused_here in (("lstm", True), ("gru", False), ("rnn", False)):
+        model = build_model(
+            name, spec, resolve_options(ModelSpec(name, {}), {"width": 4}, "sequence")
+        )
+        assert model.fused_probe_pays(cpu, padded=False) is fused_here
+        assert not model.fused_probe_pays(cpu, padded=True)
+        assert model.fused_probe_pays(cuda, padded=True)
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("the other path was taken")
+
+        unused = "hidden_sequence" if fused_here else "hidden_grad_norms"
+        setattr(model, unused, refuse)
+        norms, lengths = timestep_grad_norms(model, Task(), batch, samples=4)
+        assert norms.shape == (4, 10) and (norms[:, -1] > 0).all()

@@ -213,3 +213,34 @@ def test_a_text_task_from_files_carries_its_own_name(tmp_path):
     files["test"].write_text("1\tfine\tand more\n")
     with pytest.raises(DataError, match=r"test\.tsv:1: expected label<TAB>text"):
         text_classification_from_files("reviews", files)
+
+
+def test_the_hub_copy_is_read_at_the_pinned_revision_and_checked(tmp_path, monkeypatch):
+    """No network here: a stand-in for datasets.load_dataset records what was asked for
+    and serves tables of the published sizes (and then one short of them)."""
+    import datasets
+
+    asked = []
+
+    def fake_load(name, **kwargs):
+        asked.append((name, kwargs.get("revision")))
+        sizes = {"train": 67_349, "validation": 872 - len(asked) + 1, "test": 1_821}
+        return {
+            split: datasets.Dataset.from_dict(
+                # GLUE hides the test labels as -1, as on the Hub.
+                {
+                    "idx": list(range(n)),
+                    "sentence": ["a film"] * n,
+                    "label": [-1 if split == "test" else 1] * n,
+                }
+            )
+            for split, n in sizes.items()
+        }
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    texts = text.read_hub(tmp_path)
+    assert asked == [(text.HUB_NAME, text.HUB_REVISION)]
+    assert len(text.HUB_REVISION) == 40 and int(text.HUB_REVISION, 16) >= 0
+    assert {split: len(texts[split][0]) for split in ("train", "dev")} == text.HUB_SPLIT_SIZES
+    with pytest.raises(DataError, match="not the published"):
+        text.read_hub(tmp_path)  # 871 dev examples: not SST-2 as published

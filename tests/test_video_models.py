@@ -113,9 +113,11 @@ def test_dl_dh_t_over_frames_matches_autograd_through_the_states(name: str) -> N
     probed, lengths = timestep_grad_norms(model, task, batch, samples=4)
     assert probed.shape == (4, 5) and lengths.tolist() == [5] * 4
     torch.testing.assert_close(torch.from_numpy(probed).float(), reference, rtol=1e-3, atol=1e-7)
-    # The fused path of the RNN/LSTM gives the same numbers as the step-by-step one.
+    # The fused path of the RNN/LSTM/GRU gives the same numbers as the step-by-step one.
     fused = model.hidden_grad_norms(batch.x, None, lambda out: task.loss(out, batch))
-    assert (fused is not None) == (name in ("rnn", "lstm"))
+    assert (fused is not None) == (name in ("rnn", "lstm", "gru"))
+    if fused is not None:
+        torch.testing.assert_close(fused[:4], reference, rtol=1e-3, atol=1e-7)
 
 
 @pytest.mark.slow

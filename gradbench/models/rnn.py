@@ -13,7 +13,8 @@ dL/dh_t (the fused module's outputs would only give the direct part). Its cost p
 training step against the fused path, measured by ``bench/sequence_speed.py`` (one CPU
 thread, width 128, batch 64, forward + backward + Adam): RNN 1.0x / 0.9x, LSTM 2.0x /
 1.4x, GRU 1.3x / 1.2x at T=50 / T=200. The probe runs it on a few samples at a few
-steps only, so training keeps the fused kernels.
+steps only, so training keeps the fused kernels; unidirectional nets skip it altogether
+(``hidden_grad_norms``: the same figures from the fused kernel).
 """
 
 from __future__ import annotations
@@ -164,10 +165,15 @@ class RecurrentNet(nn.Module):
         dL/dh_t = dL/dout_t + W_hh^T dL/da_{t+1}. dL/da_t is read off a zero input z_t
         added to the pre-activations, by running the fused kernel on [x_t, z_t] with input
         weights [W_ih, I]. Same numbers as ``hidden_sequence`` (tested), ~1 fused pass;
-        zero at padded steps, as there. None for the GRU (its recurrent term is gated by
-        r_t) and bidirectional nets.
+        zero at padded steps, as there. None for bidirectional nets.
+
+        The GRU's h_t also reaches h_{t+1} directly, h_{t+1} = (1 - u) n + u h_t, and its
+        candidate gate multiplies the recurrent term by the reset gate, n = tanh(a_n +
+        r (W_hn h_t + b_hn)). So its total is a backward recursion over elementwise
+        products, no autograd: g_t = dL/dout_t + [dL/da_r, dL/da_u, r dL/da_n]_{t+1} W_hh
+        + u_{t+1} g_{t+1}, with r and u recomputed from the fused pass's states.
         """
-        if self.cell not in ("rnn", "lstm") or self.directions != 1:
+        if self.directions != 1:
             return None
         states, lengths = self._prepare(x, lengths)
         *lower, (top, top_norm) = list(zip(self.layers, self.norms, strict=True))
@@ -204,9 +210,56 @@ class RecurrentNet(nn.Module):
         d_out, d_z = torch.autograd.grad(loss, [out, z], allow_unused=True)
         d_out = torch.zeros_like(out) if d_out is None else d_out
         d_z = torch.zeros_like(z) if d_z is None else d_z
-        total = d_out.clone()
-        total[:, :-1] += d_z[:, 1:] @ top.weight_hh_l0
+        if self.cell == "gru":
+            with torch.no_grad():  # figures, not a graph: the weights need no gradient here
+                total = self._gru_total(top, states.detach(), out.detach(), d_out, d_z, lengths)
+        else:
+            total = d_out.clone()
+            total[:, :-1] += d_z[:, 1:] @ top.weight_hh_l0
         return total.detach().float().norm(dim=2)
+
+    def fused_probe_pays(self, device: torch.device, padded: bool) -> bool:
+        """Whether ``hidden_grad_norms`` is cheaper than the step-by-step pass here.
+
+        On CUDA cuDNN fuses every cell, while the step-by-step pass launches kernels per
+        step. On the CPU only the LSTM on unpadded input has a fused kernel (oneDNN);
+        PyTorch's CPU RNN, GRU and packed LSTM are themselves per-step compositions, and
+        the wider augmented pass then costs more. Measured (6 samples, one thread,
+        fused / step-by-step time): unpadded LSTM 0.67-0.78 on adding-200; GRU 1.28-1.67
+        and RNN 1.10-1.61 on adding-200 and speech; packed LSTM 1.28-1.63 on speech (but
+        0.74-0.94 for all three on SST-2's 31-token sentences, where both take < 10 ms).
+        """
+        if device.type == "cuda":
+            return True
+        return self.cell == "lstm" and not padded
+
+    @staticmethod
+    def _gru_total(
+        top: nn.GRU, x: Tensor, h: Tensor, d_out: Tensor, d_a: Tensor, lengths: Tensor | None
+    ) -> Tensor:
+        """dL/dh_t (B, T, H) of a GRU layer from its inputs x, states h = out, the
+        gradient reaching each output directly and that of each step's gate
+        pre-activations (see ``hidden_grad_norms``)."""
+        w_hh = top.weight_hh_l0
+        b_ih = top.bias_ih_l0 if top.bias else None
+        b_hh = top.bias_hh_l0 if top.bias else None
+        a_r, a_u, _ = F.linear(x[:, 1:], top.weight_ih_l0, b_ih).chunk(3, dim=-1)
+        h_r, h_u, _ = F.linear(h[:, :-1], w_hh, b_hh).chunk(3, dim=-1)
+        reset, update = torch.sigmoid(a_r + h_r), torch.sigmoid(a_u + h_u)  # r, u at t+1
+        d_r, d_u, d_n = d_a[:, 1:].chunk(3, dim=-1)
+        direct = d_out.clone()
+        direct[:, :-1] += torch.cat([d_r, d_u, reset * d_n], dim=-1) @ w_hh
+        if lengths is not None:  # padded steps carry no gradient (as in hidden_sequence)
+            mask = length_mask(lengths.to(direct.device), direct.shape[1])
+            direct = direct * mask.unsqueeze(-1).to(direct.dtype)
+        # g_t = direct_t + u_{t+1} g_{t+1}, from the last step back: elementwise, T small
+        # kernels (a closed form through cumulative products of u would underflow).
+        steps = direct.unbind(1)
+        gates = update.unbind(1)
+        totals = [steps[-1]]
+        for t in range(len(steps) - 2, -1, -1):
+            totals.append(torch.addcmul(steps[t], gates[t], totals[-1]))
+        return torch.stack(totals[::-1], dim=1)
 
     def _gate_probe_layer(self, top: nn.RNNBase, input_size: int) -> nn.RNNBase:
         """A parameter-free twin of the top layer taking [x, z]; cached, not registered."""

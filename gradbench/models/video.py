@@ -106,6 +106,10 @@ class VideoNet(nn.Module):
             return None
         return fused(self.encoder(x), lengths, loss_fn)
 
+    def fused_probe_pays(self, device, padded: bool) -> bool:
+        pays = getattr(self.temporal, "fused_probe_pays", None)
+        return pays is None or pays(device, padded)
+
 
 def video_net(
     spec: InputSpec,

@@ -68,11 +68,14 @@ def timestep_grad_norms(
     )
     try:
         with torch.random.fork_rng(devices=devices), torch.enable_grad():
-            # A model may offer the same norms from one fused pass (gradbench's RNN/LSTM).
+            # A model may offer the same norms from one fused pass (gradbench's RNN/LSTM/GRU),
+            # and say whether that pass is the cheaper one here.
             fused = getattr(model, "hidden_grad_norms", None)
+            pays = getattr(model, "fused_probe_pays", None)
             norms_fused = (
                 fused(sample.x, sample.lengths, lambda out: task.loss(out, sample))
                 if fused is not None
+                and (pays is None or pays(sample.x.device, sample.lengths is not None))
                 else None
             )
             if norms_fused is not None:
