@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 
 from gradbench.data import data_config
-from gradbench.layout import apply_default
 from gradbench.models.build import build_model, parse_model_arg, resolve_options
 from gradbench.plugins import load_plugins
 from gradbench.runner import load_task
@@ -68,17 +67,8 @@ def lstm_case(task: str = "adding-100", batch_size: int = 64) -> Case:
     return Case(f"lstm ({task})", load_task(task, data_config(), {}), "lstm", batch_size, 0.05)
 
 
-def hand_loop(
-    case: Case, model: torch.nn.Module, steps: int, seed: int, *, same_layout: bool = False
-) -> float:
-    """Seconds of ``steps`` plain eager fp32 steps: what a user would write by hand.
-
-    ``same_layout``: convolution weights in gradbench's default layout (channels-last on
-    the CPU, gradbench.layout), so the two loops do identical arithmetic and only the
-    loop's own cost differs; without it, PyTorch's default layout, as users write it.
-    """
-    if same_layout:
-        apply_default(model, torch.device("cpu"))
+def hand_loop(case: Case, model: torch.nn.Module, steps: int, seed: int) -> float:
+    """Seconds of ``steps`` plain eager fp32 steps: what a user would write by hand."""
     images, labels = case.tensors
     optimizer = torch.optim.SGD(model.parameters(), lr=case.lr, momentum=0.9)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))

@@ -1,11 +1,15 @@
-"""Channels-last against PyTorch's contiguous layout, per model, on the CPU.
+"""Channels-last against PyTorch's contiguous layout, per model, on the CPU: speed and
+gradient precision.
 
-gradbench puts convolution weights in channels-last on the CPU by default
-(gradbench.layout). This measures why: the same model and batches, trained with a
-plain eager fp32 step in each layout, alternating over rounds; the printed ratio is
-contiguous / channels-last step time (above 1: channels-last is faster). Cases: the
-image CNNs on Fashion-MNIST, and the video models on clips built from it (when the
-data directory is set; synthetic images otherwise, and no video).
+gradbench trains in the contiguous layout by default, though oneDNN computes CPU
+convolutions faster in channels-last (gradbench.layout says why). This prints both
+sides of that trade for each model: the step time of a plain eager fp32 training step
+in each layout (same model and batches, alternating over rounds; the ratio is
+contiguous / channels-last, above 1: channels-last is faster), and how far each
+layout's first-step gradients are from a float64 computation of the same step (the
+worst parameter tensor's relative error). Cases: the image CNNs on Fashion-MNIST, and
+the video models on clips built from it (when the data directory is set; synthetic
+images otherwise, and no video).
 
     python bench/layout_speed.py [--steps 8] [--rounds 2] [--threads 1]
 """
@@ -13,6 +17,7 @@ data directory is set; synthetic images otherwise, and no video).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -52,6 +57,25 @@ def step_ms(case: Case, channels_last: bool, steps: int) -> float:
     return statistics.median(times) * 1e3
 
 
+def gradient_error(case: Case, channels_last: bool) -> float:
+    """Worst relative error, over parameter tensors, of one batch's gradients (float64 ref)."""
+    model = case.fresh_model()
+    exact = copy.deepcopy(model).double()
+    if channels_last:
+        to_channels_last(model)
+    batch = next(iter(case.task.batches("train", case.batch_size, seed=0)))
+    wide = type(batch)(batch.x.double(), batch.y, batch.lengths)
+    for net, data in ((model, batch), (exact, wide)):
+        net.train()
+        output = net(data.x) if data.lengths is None else net(data.x, data.lengths)
+        case.task.loss(output, data).backward()
+    return max(
+        ((p.grad.double() - q.grad).norm() / q.grad.norm()).item()
+        for p, q in zip(model.parameters(), exact.parameters(), strict=True)
+        if q.grad is not None and q.grad.norm() > 0
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=8)
@@ -69,10 +93,12 @@ def main() -> None:
             for channels_last in (False, True) if round_ % 2 == 0 else (True, False):
                 times[channels_last].append(step_ms(case, channels_last, args.steps))
         contiguous, last = statistics.median(times[False]), statistics.median(times[True])
+        error = {layout: gradient_error(case, layout) for layout in (False, True)}
         print(
             f"layout {case.name}, batch {case.batch_size}, "
             f"{torch.get_num_threads()} thread(s): step contiguous {contiguous:.1f} ms, "
-            f"channels-last {last:.1f} ms: {contiguous / last:.2f}x",
+            f"channels-last {last:.1f} ms: {contiguous / last:.2f}x; gradient error vs "
+            f"float64 contiguous {error[False]:.1e}, channels-last {error[True]:.1e}",
             flush=True,
         )
 

@@ -3,22 +3,13 @@
 Same model, data tensors, batch size, optimizer (SGD, momentum 0.9), learning rate,
 number of steps and threads; Lightning with logging, checkpointing, progress bar,
 model summary and validation off, fed by a DataLoader that fetches a whole batch by
-index (as gradbench does, rather than collating samples one by one). Four runs
-alternate in one process over several rounds (the order rotates, so load drifts hit
-each alike):
-
-- gradbench, with its defaults (on the CPU, convolution weights channels-last:
-  gradbench.layout);
-- Lightning with its defaults (PyTorch's contiguous layout): what users would pick
-  instead. The bar: gradbench faster in every round;
-- Lightning given channels-last by hand, so the arithmetic is gradbench's: the ratio
-  to it is the two loops' own cost alone;
-- a hand-written eager loop in gradbench's layout (as bench/loop_overhead.py): goal
-  gradbench/hand <= 1.02.
-
-Probes are off (their cost is bench/probe_overhead.py's). gradbench's time is its
-train_seconds; Lightning's runs from on_train_start to on_train_end (setup excluded
-for both).
+index (as gradbench does, rather than collating samples one by one). A hand-written
+eager loop runs beside them, as in bench/loop_overhead.py. The three alternate in one
+process over several rounds (the order rotates, so load drifts hit each alike); for
+each round the ratios gradbench/Lightning and gradbench/hand are printed, and whether
+gradbench was faster than Lightning in every round. Probes are off (their cost is
+bench/probe_overhead.py's). gradbench's time is its train_seconds; Lightning's runs
+from on_train_start to on_train_end (setup excluded for both).
 
     python bench/lightning_vs_loop.py [--steps 40] [--rounds 5] [--threads 1] [--case cnn,lstm]
 """
@@ -39,18 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cases import Case, cnn_case, hand_loop, lstm_case  # noqa: E402
 
 from gradbench.config import TrainConfig  # noqa: E402
-from gradbench.layout import to_channels_last  # noqa: E402
 from gradbench.task import Batch  # noqa: E402
 from gradbench.train import train  # noqa: E402
 
 
-def lightning_seconds(
-    case: Case, model: torch.nn.Module, steps: int, seed: int, *, channels_last: bool = False
-) -> float:
+def lightning_seconds(case: Case, model: torch.nn.Module, steps: int, seed: int) -> float:
     import lightning as L
-
-    if channels_last:
-        to_channels_last(model)
 
     class Module(L.LightningModule):
         def __init__(self):
@@ -116,55 +101,40 @@ def gradbench_seconds(case: Case, model: torch.nn.Module, steps: int, seed: int)
     return train(case.task, model, config, seed=seed).train_seconds
 
 
-RUNS = ("gradbench", "lightning", "lightning-cl", "hand")
-
-
 def race(case: Case, steps: int, rounds: int) -> None:
-    # Lightning in gradbench's layout differs from Lightning's default only with convolutions.
-    convolutional = to_channels_last(case.fresh_model())
-    runs = RUNS if convolutional else tuple(name for name in RUNS if name != "lightning-cl")
+    runners = {"gradbench": gradbench_seconds, "lightning": lightning_seconds, "hand": None}
+    names = list(runners)
     # Warm every path (allocator, oneDNN primitive caches, Lightning's imports).
-    for name in runs:
-        run(name, case, 3, 0)
-    times: dict[str, list[float]] = {name: [] for name in runs}
+    for name in names:
+        run(name, runners, case, 3, 0)
+    vs_lightning, vs_hand, times = [], [], {name: [] for name in names}
     for round_ in range(rounds):
-        shift = round_ % len(runs)
-        for name in runs[shift:] + runs[:shift]:
-            times[name].append(run(name, case, steps, round_))
-    ratios = {
-        other: [g / t for g, t in zip(times["gradbench"], times[other], strict=True)]
-        for other in runs[1:]
-    }
-    every = all(r < 1 for r in ratios["lightning"])
+        order = names[round_ % 3 :] + names[: round_ % 3]
+        seconds = {name: run(name, runners, case, steps, round_) for name in order}
+        for name in names:
+            times[name].append(seconds[name])
+        vs_lightning.append(seconds["gradbench"] / seconds["lightning"])
+        vs_hand.append(seconds["gradbench"] / seconds["hand"])
+    every = all(r < 1 for r in vs_lightning)
     ms = {name: statistics.median(t) / steps * 1e3 for name, t in times.items()}
     print(
         f"lightning vs loop {case.name}, batch {case.batch_size}, {steps} steps, "
         f"{torch.get_num_threads()} thread(s): gradbench/Lightning median "
-        f"{statistics.median(ratios['lightning']):.3f} (faster in every round: "
-        f"{'yes' if every else 'no'})"
-        + (
-            f", gradbench/Lightning in gradbench's layout "
-            f"{statistics.median(ratios['lightning-cl']):.3f}"
-            if convolutional
-            else ""
-        )
-        + f", gradbench/hand median {statistics.median(ratios['hand']):.3f} (goal <= 1.02); "
-        f"median step gradbench {ms['gradbench']:.1f} ms, Lightning {ms['lightning']:.1f} ms"
-        + (f", Lightning channels-last {ms['lightning-cl']:.1f} ms" if convolutional else "")
-        + f", hand {ms['hand']:.1f} ms; rounds gradbench/Lightning: "
-        + ", ".join(f"{r:.3f}" for r in ratios["lightning"])
+        f"{statistics.median(vs_lightning):.3f} (faster in every round: "
+        f"{'yes' if every else 'no'}), gradbench/hand median {statistics.median(vs_hand):.3f} "
+        f"(goal <= 1.02); median step gradbench {ms['gradbench']:.1f} ms, Lightning "
+        f"{ms['lightning']:.1f} ms, hand {ms['hand']:.1f} ms; rounds gradbench/Lightning: "
+        + ", ".join(f"{r:.3f}" for r in vs_lightning)
         + "; gradbench/hand: "
-        + ", ".join(f"{r:.3f}" for r in ratios["hand"])
+        + ", ".join(f"{r:.3f}" for r in vs_hand)
     )
 
 
-def run(name: str, case: Case, steps: int, seed: int) -> float:
+def run(name, runners, case: Case, steps: int, seed: int) -> float:
     model = case.fresh_model()
     if name == "hand":
-        return hand_loop(case, model, steps, seed, same_layout=True)
-    if name == "gradbench":
-        return gradbench_seconds(case, model, steps, seed)
-    return lightning_seconds(case, model, steps, seed, channels_last=name == "lightning-cl")
+        return hand_loop(case, model, steps, seed)
+    return runners[name](case, model, steps, seed)
 
 
 def main() -> None:

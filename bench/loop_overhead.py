@@ -1,9 +1,8 @@
 """Cost of gradbench's training loop against a minimal hand-written PyTorch loop.
 
-Same model, data tensors, batch size, steps, optimizer, threads and memory layout (the
-hand loop puts convolution weights in gradbench's default layout, gradbench.layout), so
-the ratio is the loop's own cost: the per-step gradient norm and divergence check, the
-budget bookkeeping. The two loops alternate in one process (the machines are noisy, so
+Same model, data tensors, batch size, steps, optimizer and threads, so the ratio is
+the loop's own cost: the per-step gradient norm and divergence check, the budget
+bookkeeping. The two loops alternate in one process (the machines are noisy, so
 only a side-by-side ratio means anything) and the median of the per-pair ratios is
 printed. Probes are off here: their cost is measured by bench/probe_overhead.py.
 Target: ratio <= 1.02.
@@ -41,7 +40,7 @@ def main() -> None:
         steps=args.steps, batch_size=args.batch_size, lr=case.lr, probes="off", device="cpu"
     )
     # Warm both paths once (allocator, oneDNN primitive caches).
-    hand_loop(case, case.fresh_model(), 3, 0, same_layout=True)
+    hand_loop(case, case.fresh_model(), 3, 0)
     warm = TrainConfig(steps=3, batch_size=args.batch_size, probes="off", device="cpu")
     train(case.task, case.fresh_model(), warm, seed=0)
     ratios, ours, theirs = [], [], []
@@ -54,14 +53,14 @@ def main() -> None:
             if which == "ours":
                 times[which] = train(case.task, model, config, seed=repeat).train_seconds
             else:
-                times[which] = hand_loop(case, model, args.steps, repeat, same_layout=True)
+                times[which] = hand_loop(case, model, args.steps, repeat)
         ours.append(times["ours"])
         theirs.append(times["hand"])
         ratios.append(times["ours"] / times["hand"])
     ratio = statistics.median(ratios)
     print(
         f"loop overhead {case.name}, batch {args.batch_size}, {args.steps} steps, "
-        f"{args.threads} threads, same layout: gradbench/hand = {ratio:.3f} (target <= 1.02); "
+        f"{args.threads} threads: gradbench/hand = {ratio:.3f} (target <= 1.02); "
         f"median step {statistics.median(ours) / args.steps * 1e3:.1f} ms vs "
         f"{statistics.median(theirs) / args.steps * 1e3:.1f} ms; pairs: "
         + ", ".join(f"{r:.3f}" for r in ratios)

@@ -12,8 +12,7 @@ seed. Its key is a hash of everything that decides what that run computes:
 - the seed.
 
 Left out on purpose, because they change how a run is carried out and not what it
-computes: the executor (``local``, ``--jobs``, ``ray``), the thread count, the
-convolution weights' memory layout (``gradbench.layout``: rounding only), retries,
+computes: the executor (``local``, ``--jobs``, ``ray``), the thread count, retries,
 checkpointing, the results directory, and the gradbench version or git revision (an
 edit to the code must not make every finished run look unfinished; see
 docs/scale.md). Every record carries its key as ``cell``; a cell is complete when

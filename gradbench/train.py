@@ -170,11 +170,10 @@ def train(
     device = device or pick_device(config.device)
     hooks = hooks or NoHooks()
     model.to(device).train()
-    memory_format = layout.apply_default(model, device)
     # The module a training step calls: the model itself, or its compiled form (--fast).
+    # PyTorch's contiguous layout otherwise: why not channels-last, in gradbench.layout.
     step_model, fast_info = fast.prepare(model, task, config, device)
-    if fast_info.get("channels_last"):
-        memory_format = layout.CHANNELS_LAST
+    memory_format = layout.CHANNELS_LAST if fast_info.get("channels_last") else layout.CONTIGUOUS
     optimizer = make_optimizer(model, config)
     steps_per_epoch = task.dataset_id("train").num_examples // config.batch_size
     caps = []
