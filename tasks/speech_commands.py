@@ -27,7 +27,7 @@ from gradbench_tasks.speech import (
 )
 
 from gradbench.audio import FeatureOptions, cached_bank
-from gradbench.data import content_hash, download
+from gradbench.data import cached_content_hash, download
 from gradbench.errors import DataError
 from gradbench.registry import TASKS
 from gradbench.task import DataConfig
@@ -144,7 +144,7 @@ def speech_commands(
     augment = spec_augment_from(name, bool(spec_augment), int(freq_mask), int(time_mask))
     root, source = find_speech_commands(data)
     paths, split_of, word_of, words = list_clips(root)
-    full_hash = content_hash([*paths, *(root / n for n in LISTS)], length=64)
+    full_hash = cached_content_hash([*paths, *(root / n for n in LISTS)], data.cache_dir, length=64)
     bank, _ = cached_bank(data.cache_dir, "speech-commands", full_hash, paths, SC_RATE, options)
     index = {word: i for i, word in enumerate(words)}
     labels = torch.tensor([index[w] for w in word_of])

@@ -151,3 +151,27 @@ def test_the_real_mirror_files_are_found_in_place(data_dir: Path, tmp_path: Path
     config = DataConfig(data_dir, tmp_path / "cache", download=False)
     found = locate(config, ["fashion-mnist"], "t10k-labels-idx1-ubyte.gz")
     assert found == data_dir / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz"
+
+
+def test_cached_content_hash_reads_bytes_only_when_a_file_changes(tmp_path: Path) -> None:
+    import os
+
+    from gradbench.data import cached_content_hash
+
+    files = [tmp_path / f"clip{i}.wav" for i in range(3)]
+    for i, path in enumerate(files):
+        path.write_bytes(bytes([i]) * 100)
+    cache = tmp_path / "cache"
+    first = cached_content_hash(files, cache, length=64)
+    assert first == content_hash(files, length=64)
+    # Same name, size and mtime but other bytes: the stored hash is trusted, unread.
+    stat = files[0].stat()
+    files[0].write_bytes(b"x" * 100)
+    os.utime(files[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert cached_content_hash(files, cache, length=64) == first
+    # A new modification time: hashed again, and the new bytes show.
+    os.utime(files[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    again = cached_content_hash(files, cache, length=64)
+    assert again != first and again == content_hash(files, length=64)
+    assert cached_content_hash(files, cache) == again[:12]
+    assert not list(cache.rglob("*.part"))
