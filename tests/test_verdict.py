@@ -52,6 +52,44 @@ def test_each_threshold_decides_a_window_at_its_boundary():
     assert why["step"] == 4
 
 
+def test_a_loss_on_every_step_raises_the_through_time_bar_by_its_terms():
+    """CTC puts a loss on every frame: ∂L/∂h_0 sums T terms with no growth at all, so a
+    start/end ratio of 10^2.18 over 480 frames (the quick suite's CTC GRU) is not an
+    explosion; 100x beyond the 480 terms is. A single loss keeps the plain 100x bar."""
+    window = {"timestep_log10_start_to_end": 2.18}
+    assert window_verdict(window)[0] == "exploding"
+    assert window_verdict(window | {"timestep_loss_terms": 1})[0] == "exploding"
+    assert window_verdict(window | {"timestep_loss_terms": 480})[0] == "healthy"
+    verdict, why = window_verdict({"timestep_log10_start_to_end": 4.8, "timestep_loss_terms": 480})
+    assert verdict == "exploding" and "x 480 loss terms" in why["rule"]
+    # The allowance is for explosions only: vanishing through time keeps its bar.
+    vanishing = {"timestep_log10_start_to_end": -2.5, "timestep_loss_terms": 480}
+    assert window_verdict(vanishing)[0] == "vanishing"
+
+
+def test_the_probe_counts_the_loss_terms_a_sequence_receives():
+    from gradbench.probes import ProbeSet
+    from gradbench.task import InputSpec
+
+    class Task:
+        def __init__(self, spec):
+            self.spec = spec
+
+        def input_spec(self):
+            return self.spec
+
+    probes = ProbeSet("default")
+    per_step = {"target": "per_step_class", "vocab_size": 6, "output_steps": 10}
+    cases = [
+        (InputSpec(kind="sequence", shape=(50, 2), num_outputs=1, target="regression"), 1),
+        (InputSpec(kind="tokens", shape=(40,), num_outputs=4, **per_step), 10),
+        (InputSpec(kind="sequence", shape=(500, 40), num_outputs=11, target="per_frame"), 123),
+    ]
+    for spec, terms in cases:
+        probes.task = Task(spec)
+        assert probes._loss_terms(mean_length=123.4) == terms, spec.target
+
+
 def test_the_end_decides_unless_something_exploded():
     vanishing, healthy = {"timestep_log10_start_to_end": -29.7}, {"timestep_log10_start_to_end": 0}
     exploding = {"first_last_ratio_log10_first": 3.0, "first_step": 0}

@@ -349,12 +349,13 @@ class ProbeSet:
             "dead_fraction_max": _nanmax(table[:, rectifying]) if rectifying else None,
         }
 
-    @staticmethod
-    def _timestep_figures(captures: list[TimestepCapture]) -> dict[str, Any]:
+    def _timestep_figures(self, captures: list[TimestepCapture]) -> dict[str, Any]:
         if not captures:
             return {"timestep_captures": 0, "timestep_log10_start_to_end": None}
         lengths = np.concatenate([c.lengths for c in captures])
         return {
+            # Loss terms that reach a sequence's states directly (the verdict's allowance).
+            "timestep_loss_terms": self._loss_terms(float(lengths.mean()) if len(lengths) else 1),
             # How many sampled training steps, and sequences in each, back the figures.
             "timestep_captures": len(captures),
             "timestep_samples": int(max(len(c.lengths) for c in captures)),
@@ -363,6 +364,20 @@ class ProbeSet:
             "timestep_decay_per_step": _median([c.decay for c in captures]),
             "timestep_log10_start_to_end": _median([c.start_to_end for c in captures]),
         }
+
+    def _loss_terms(self, mean_length: float) -> int:
+        """How many loss terms a sequence's hidden states receive directly: one for a label
+        per sequence, one per output step (the copy task), one per frame (CTC). With k
+        of them, ∂L/∂h_0 sums up to k terms carried back without any growth, so the
+        start-to-end ratio of a healthy network can reach about k (docs/probes.md)."""
+        spec = self.task.input_spec() if self.task is not None else None
+        if spec is None:
+            return 1
+        if spec.target == "per_step_class":
+            return max(1, spec.output_steps or 1)
+        if spec.target == "per_frame":
+            return max(1, round(mean_length))
+        return 1
 
     def series(self) -> dict[str, np.ndarray]:
         """Arrays for the run's .npz: rows are probe steps, columns layers (or time steps)."""

@@ -11,7 +11,9 @@ verdict by the same rules (the first that fires decides):
    layer's RMS gradient is 100x the last one's or more (ratio of the window's mean
    RMS gradients; in the start window also at the first probe step alone: the network
    as initialised); or ∂L/∂h at each sequence's start is 100x that at its end or more
-   (median over the window's sampled steps).
+   (median over the window's sampled steps), times the number of loss terms that reach
+   the sequence directly (one per output step or CTC frame: k terms can add up to k
+   times the end's gradient with no growth at all).
 2. ``vanishing``: the same ratios 100x or more the other way.
 3. ``healthy`` otherwise.
 
@@ -68,6 +70,10 @@ def window_verdict(
     ratio = window.get("first_last_ratio_log10")
     first = window.get("first_last_ratio_log10_first")
     through_time = window.get("timestep_log10_start_to_end")
+    # A loss on k steps (per-step targets, CTC's frames) lets ∂L/∂h_0 sum k terms with no
+    # growth at all: an explosion through time must exceed that, by the same 100x.
+    terms = window.get("timestep_loss_terms") or 1
+    allowance = math.log10(terms) if _finite(terms) and terms > 1 else 0.0
     if not any(_finite(v) for v in (growth, ratio, first, through_time)):
         return None, {"rule": "nothing measured in this window", "step": None}
     t_growth, t_ratio, t_time = (
@@ -98,8 +104,9 @@ def window_verdict(
         ),
         (
             "exploding",
-            _finite(through_time) and through_time >= t_time,
-            f"|dL/dh_start| / |dL/dh_end| >= 10^{t_time:g}",
+            _finite(through_time) and through_time >= t_time + allowance,
+            f"|dL/dh_start| / |dL/dh_end| >= 10^{t_time:g}"
+            + (f" x {terms:g} loss terms" if allowance else ""),
             None,
         ),
         (
