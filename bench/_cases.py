@@ -1,14 +1,16 @@
-"""Workloads shared by the benchmarks that race gradbench's loop against other loops.
+"""Workloads and timing helpers shared by the benchmarks.
 
 Not a benchmark itself (run_all.py skips files starting with "_"). Each case is a task
 held in memory, a model name, a batch size and a learning rate; ``hand_loop`` is what a
 user would write by hand: shuffle, slice, forward, the task's loss, backward, step.
+``steps_per_second`` and ``best_rates`` time side-by-side steps in interleaved rounds.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -82,3 +84,29 @@ def hand_loop(case: Case, model: torch.nn.Module, steps: int, seed: int) -> floa
         loss.backward()
         optimizer.step()
     return time.perf_counter() - start
+
+
+def steps_per_second(step, seconds: float) -> float:
+    """Steps per second of ``step`` over about ``seconds`` (at least two steps)."""
+    count, started = 0, time.perf_counter()
+    while True:
+        step()
+        count += 1
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds and count >= 2:
+            return count / elapsed
+
+
+def best_rates(steps: dict, seconds: float, rounds: int, rate: Callable = steps_per_second) -> dict:
+    """Best ``rate`` of each step over ``rounds`` interleaved rounds (as timeit takes the minimum).
+
+    Interleaving spreads load drifts over every entry; the best round is the one least
+    disturbed by other processes, which is what the models cost.
+    """
+    for step in steps.values():
+        step()  # warm-up: allocator, kernel selection
+    rates = dict.fromkeys(steps, 0.0)
+    for _ in range(rounds):
+        for key, step in steps.items():
+            rates[key] = max(rates[key], rate(step, seconds))
+    return rates

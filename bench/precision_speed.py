@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import time
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from gradbench.models.build import ModelSpec, build_model, resolve_options
-from gradbench.plugins import load_plugins
-from gradbench.task import InputSpec
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cases import steps_per_second  # noqa: E402
+
+from gradbench.models.build import ModelSpec, build_model, resolve_options  # noqa: E402
+from gradbench.plugins import load_plugins  # noqa: E402
+from gradbench.task import InputSpec  # noqa: E402
 
 # The CNN of `make run` on Fashion-MNIST shapes; an LSTM on adding-100 shapes.
 CASES = {
@@ -67,16 +70,6 @@ def make_step(name: str, spec: InputSpec, batch: int, options: dict, bf16: bool)
         optimizer.step()
 
     return step
-
-
-def steps_per_second(step, seconds: float) -> float:
-    count, started = 0, time.perf_counter()
-    while True:
-        step()
-        count += 1
-        elapsed = time.perf_counter() - started
-        if elapsed >= seconds and count >= 2:
-            return count / elapsed
 
 
 def main() -> None:

@@ -16,48 +16,27 @@ and slow down a hundredfold, and the figures would measure the neighbours.
 Denormal floats are flushed to zero by default. Without that (``--keep-denormals``),
 the vanishing gradients of the tanh RNN and the GRU at T=200 reach the denormal range
 (below 1.2e-38), where CPU arithmetic is many times slower: measured on 2 shared cores,
-width 128, the RNN's step took 7x and the GRU's 5x longer, the LSTM's the same. That is
-a real cost of vanishing gradients on CPUs, but not the cost of the architecture.
+width 128, the RNN's and the GRU's steps took several times longer, the LSTM's the same
+(figures in docs/sequence.md). That is a real cost of vanishing gradients on CPUs, but
+not the cost of the architecture.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import torch
 
-from gradbench.models.build import build_model, model_options
-from gradbench.task import InputSpec
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cases import best_rates  # noqa: E402
+
+from gradbench.models.build import build_model, model_options  # noqa: E402
+from gradbench.task import InputSpec  # noqa: E402
 
 MODELS = ("rnn", "lstm", "gru", "transformer")
 STEPWISE = ("rnn", "lstm", "gru")
-
-
-def steps_per_second(step, seconds: float) -> float:
-    """Steps per second of ``step`` over about ``seconds`` (at least two steps)."""
-    count, started = 0, time.perf_counter()
-    while True:
-        step()
-        count += 1
-        elapsed = time.perf_counter() - started
-        if elapsed >= seconds and count >= 2:
-            return count / elapsed
-
-
-def best_rates(steps: dict, seconds: float, rounds: int) -> dict:
-    """Best rate of each step over ``rounds`` interleaved rounds (as timeit takes the minimum).
-
-    Interleaving spreads load drifts over every entry; the best round is the one least
-    disturbed by other processes, which is what the models cost.
-    """
-    for step in steps.values():
-        step()  # warm-up: allocator, kernel selection
-    rates = dict.fromkeys(steps, 0.0)
-    for _ in range(rounds):
-        for key, step in steps.items():
-            rates[key] = max(rates[key], steps_per_second(step, seconds))
-    return rates
 
 
 def make_step(name: str, length: int, width: int, batch: int, stepwise: bool = False):

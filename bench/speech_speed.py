@@ -29,7 +29,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import gradbench_tasks.speech as speech  # noqa: E402
-from sequence_speed import best_rates  # noqa: E402  (a sibling script, not a package)
+from _cases import best_rates  # noqa: E402
 
 from gradbench.config import TrainConfig  # noqa: E402
 from gradbench.data import data_config  # noqa: E402

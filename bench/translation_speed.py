@@ -26,10 +26,13 @@ from pathlib import Path
 
 import torch
 
-from gradbench.data import data_config
-from gradbench.models.build import ModelSpec, build_model, resolve_options
-from gradbench.runner import load_task
-from gradbench.subwords import EOS
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cases import best_rates  # noqa: E402
+
+from gradbench.data import data_config  # noqa: E402
+from gradbench.models.build import ModelSpec, build_model, resolve_options  # noqa: E402
+from gradbench.runner import load_task  # noqa: E402
+from gradbench.subwords import EOS  # noqa: E402
 
 MODELS = (
     ("rnn", {}),
@@ -128,12 +131,7 @@ def main() -> int:
         model = build_model(name, task.input_spec(), resolved)
         models[label(name, options)] = model
         steps[label(name, options)] = train_step(task, model)
-    for step in steps.values():
-        step()  # warm-up: allocator, kernel selection
-    tokens = dict.fromkeys(steps, 0.0)
-    for _ in range(args.rounds):
-        for key, step in steps.items():
-            tokens[key] = max(tokens[key], rate(step, args.seconds))
+    tokens = best_rates(steps, args.seconds, args.rounds, rate=rate)
 
     task.test_count = args.sentences
     print(

@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
-from gradbench.models.build import build_model, model_options
-from gradbench.task import InputSpec
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cases import best_rates  # noqa: E402
+
+from gradbench.models.build import build_model, model_options  # noqa: E402
+from gradbench.task import InputSpec  # noqa: E402
 
 MODELS = (
     "rnn",
@@ -35,27 +40,6 @@ MODELS = (
     "plain3d-8",
     "resnet3d-8",
 )
-
-
-def steps_per_second(step, seconds: float) -> float:
-    count, started = 0, time.perf_counter()
-    while True:
-        step()
-        count += 1
-        elapsed = time.perf_counter() - started
-        if elapsed >= seconds and count >= 2:
-            return count / elapsed
-
-
-def best_rates(steps: dict, seconds: float, rounds: int) -> dict:
-    """Best rate of each step over interleaved rounds (the least disturbed, as timeit)."""
-    for step in steps.values():
-        step()  # warm-up: allocator, kernel selection
-    rates = dict.fromkeys(steps, 0.0)
-    for _ in range(rounds):
-        for key, step in steps.items():
-            rates[key] = max(rates[key], steps_per_second(step, seconds))
-    return rates
 
 
 def make_step(label: str, spec: InputSpec, batch: int):

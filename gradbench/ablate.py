@@ -31,7 +31,7 @@ import pandas as pd
 
 from gradbench.config import TrainConfig
 from gradbench.errors import UsageError
-from gradbench.leaderboard import mean_interval
+from gradbench.leaderboard import fmt, mean_interval
 from gradbench.mitigations import parse_activation, parse_init, pick_norm
 from gradbench.models.build import ModelSpec, any_kind_options, convert
 from gradbench.records import RunRecord
@@ -359,16 +359,6 @@ def _flat(records: dict[int, list[RunRecord]]) -> list[RunRecord]:
 
 
 # --- rendering --------------------------------------------------------------------------
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "—"
-        return f"{value:.{digits}g}"
-    return str(value)
 
 
 def _with_interval(mean: float, half: float) -> str:

@@ -8,6 +8,7 @@ Heavy modules are imported inside the command so `gradbench --help` stays fast.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -48,6 +49,7 @@ from gradbench.cli_options import (
     format_renderer,
     friendly_errors,
     out,
+    write_text_atomic,
 )
 from gradbench.cli_options import Device as DeviceName
 
@@ -145,7 +147,7 @@ def ablate_command(
             ablate.check_size(cells, yes)
         base = prepared.train_config()
         for cell in cells:  # a bad training value (optimizer=foo) fails before the data loads
-            _replace(base, cell.train)
+            dataclasses.replace(base, **cell.train)
         if output is not None:
             check_output_file(output, "--output")
         plan, task_obj = prepared.load()
@@ -171,12 +173,6 @@ def ablate_command(
         err.print(f"records: {store.runs_file}", highlight=False, markup=False)
 
 
-def _replace(config, changes: dict[str, Any]):
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
-
-
 def prepare_cells(
     plan: Plan, task: Task, cells: list[Cell]
 ) -> list[tuple[Cell, Plan, PreparedModel]]:
@@ -185,8 +181,8 @@ def prepare_cells(
 
     jobs = []
     for cell in cells:
-        config = _replace(plan.train, cell.train)
-        cell_plan = _replace(plan, {"models": [cell.spec], "train": config})
+        config = dataclasses.replace(plan.train, **cell.train)
+        cell_plan = dataclasses.replace(plan, models=[cell.spec], train=config)
         check_training(config, task)
         jobs.append((cell, cell_plan, prepare_models(cell_plan, task)[0]))
     return jobs
@@ -263,8 +259,5 @@ def write_tables(cells, effects, meta: dict[str, Any], fmt: str, output: Path | 
     if output is None:
         typer.echo(text, nl=False)
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.part")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(output)
+    write_text_atomic(output, text)
     err.print(f"wrote {output}", highlight=False, markup=False)

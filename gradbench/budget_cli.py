@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from gradbench.cli_options import (
+    DEFAULT_TOLERANCE,
     Activation,
     BatchNorm,
     BatchSize,
@@ -37,9 +38,7 @@ from gradbench.cli_options import Device as DeviceName
 from gradbench.errors import UsageError
 
 # gradbench.budget imports torch; this module is imported by `gradbench --help`, so the
-# budget functions are imported inside the command. Same value as budget.DEFAULT_TOLERANCE.
-DEFAULT_TOLERANCE = 0.02
-
+# budget functions are imported inside the command.
 
 # `budget` has no metric target, so its older spelling `--target` (a size) stays an alias.
 BudgetMatchTarget = Annotated[

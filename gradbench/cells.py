@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from gradbench.records import ResultsStore, finite_or_none
@@ -83,8 +82,3 @@ def complete_cells(store: ResultsStore) -> set[str]:
             continue
         done.add(key)
     return done
-
-
-def pending(keys: Iterable[str], done: set[str], *, force: bool = False) -> list[str]:
-    """The keys still to run: all of them with ``force``, else those not in ``done``."""
-    return list(keys) if force else [k for k in keys if k not in done]

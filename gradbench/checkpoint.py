@@ -296,7 +296,8 @@ def hook_state(hooks: Any) -> dict[str, Any] | None:
     """What the hooks (the probes) accumulated: every attribute that is plain data.
 
     The rest (the layer index, the task, forward hooks) is rebuilt by ``start`` from the
-    model, so it needs no saving; hooks may also define ``state_dict``/``load_state_dict``.
+    model, so it needs no saving; hooks may also define ``state_dict``/``load_state_dict``,
+    and ``resume(step)`` to redo what ``start`` set up for step 0 for the step resumed at.
     """
     if hasattr(hooks, "state_dict"):
         return {"state_dict": to_safe(hooks.state_dict())}
@@ -312,13 +313,8 @@ def load_hook_state(hooks: Any, state: dict[str, Any] | None, step: int) -> None
         return
     for name, value in from_safe(state["attributes"]).items():
         setattr(hooks, name, value)
-    # ``start`` armed the saturation hooks for step 0; arm them for the step resumed at.
-    saturation = getattr(hooks, "saturation", None)
-    schedule = getattr(hooks, "layer_schedule", None)
-    if saturation is not None and schedule is not None:
-        saturation.collect()
-        if schedule(step):
-            saturation.arm()
+    if hasattr(hooks, "resume"):
+        hooks.resume(step)
 
 
 def checkpoint_dir(results: str | Path) -> Path:

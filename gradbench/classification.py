@@ -167,10 +167,8 @@ def standardise(
     split's to the test split).
     """
     images = _unit(images)
-    channels = images.shape[1]
     if mean is None or std is None:
-        mean = images.transpose(0, 1).reshape(channels, -1).mean(dim=1).tolist()
-        std = images.transpose(0, 1).reshape(channels, -1).std(dim=1).clamp_min(1e-6).tolist()
+        mean, std = channel_stats(images)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     return (images - mean_t) / std_t

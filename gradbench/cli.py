@@ -20,6 +20,7 @@ import click
 import typer
 
 from gradbench.cli_options import (
+    DEFAULT_TOLERANCE,
     Activation,
     AsJson,
     BatchNorm,
@@ -154,7 +155,7 @@ def run_command(
     norm: Norm = None,
     match: Match = None,
     match_target: MatchTarget = None,
-    tolerance: Tolerance = 0.02,
+    tolerance: Tolerance = DEFAULT_TOLERANCE,
     flops_budget: FlopsBudget = None,
     task_option: TaskOptions = None,
     data_dir: DataDir = None,
@@ -450,9 +451,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(error.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
 
-
-# An older name, kept for modules that import it from here.
-_one_line_warning = one_line_warning
 
 if __name__ == "__main__":
     main()

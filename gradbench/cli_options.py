@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from gradbench.atomic import write_text_atomic  # noqa: F401 (the commands' writer)
 from gradbench.config import (
     DEVICES,
     EXECUTORS,
@@ -31,7 +32,9 @@ from gradbench.config import (
 )
 from gradbench.errors import GradbenchError, UsageError
 
-# Environment variables, named once (the modules that read them import these).
+# Environment variables the options read. gradbench.data, gradbench.records and
+# gradbench.plugins hold the same names (importing them here would slow `--help`);
+# tests/test_cli.py checks that the copies agree.
 DATA_ENV = "GRADBENCH_DATA"
 CACHE_ENV = "GRADBENCH_CACHE"
 RESULTS_ENV = "GRADBENCH_RESULTS"
@@ -304,6 +307,7 @@ MatchTarget = Annotated[
         help="Target for --match, e.g. 250k or 2G (default: the first model's count).",
     ),
 ]
+DEFAULT_TOLERANCE = 0.02  # of --match; the same value as gradbench.budget.DEFAULT_TOLERANCE
 Tolerance = Annotated[
     float, typer.Option(min=0.0, max=1.0, help="Relative tolerance of --match (0.02 is ±2%).")
 ]

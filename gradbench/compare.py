@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from gradbench.atomic import write_text_atomic
 from gradbench.errors import UsageError
+from gradbench.leaderboard import fmt
 from gradbench.records import SCHEMA_VERSION, ResultsStore, RunRecord, finite_or_none
 from gradbench.stats import (
     Paired,
@@ -97,10 +99,7 @@ def export_baseline(records: list[RunRecord], path: Path) -> int:
     kept = [{k: r[k] for k in BASELINE_FIELDS if k in r} for r in latest_per_seed(records)]
     kept.sort(key=lambda r: (r["task"], r["model_label"], r["seed"]))
     payload = {"format": BASELINE_FORMAT, "version": 1, "records": finite_or_none(kept)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, allow_nan=False) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(payload, indent=1, sort_keys=True, allow_nan=False) + "\n")
     return len(kept)
 
 
@@ -217,8 +216,6 @@ def _judge(
 
 
 def to_frame(lines: list[Line]) -> pd.DataFrame:
-    from gradbench.leaderboard import fmt
-
     rows = []
     for item in lines:
         stats = item.stats
@@ -300,8 +297,6 @@ def add_versus(
             if result.n == 0:
                 cells.append("no common seed")
                 continue
-            from gradbench.leaderboard import fmt
-
             text = f"{fmt(result.difference, 3)} {result.interval_text(2)}"
             if result.n > 1:
                 text += f" p={format_p(result.p_value)}"

@@ -16,15 +16,17 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from gradbench.atomic import write_text_atomic
 from gradbench.errors import DataError
 from gradbench.task import DataConfig
 
 DATA_ENV = "GRADBENCH_DATA"
 CACHE_ENV = "GRADBENCH_CACHE"
+T = TypeVar("T")
 
 
 def data_config(
@@ -88,10 +90,7 @@ def cached_content_hash(paths: Iterable[Path], cache_dir: Path, length: int = 12
     if len(stored) >= length:
         return stored[:length]
     full = content_hash(paths, length=64)
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    part = memo.with_name(f".{memo.name}.{os.getpid()}.part")
-    part.write_text(full)
-    part.replace(memo)  # atomic: a reader sees the whole hash or none
+    write_text_atomic(memo, full)  # a reader sees the whole hash or none
     return full[:length]
 
 
@@ -150,16 +149,25 @@ def obtain(
     cached = data.cache_dir / "downloads" / dataset / filename
     if cached.is_file():
         return verify(cached, checksum, algorithm), "download"
+    fetched = fetch_missing(
+        data, dataset, filename, lambda: download(urls, cached, checksum, algorithm)
+    )
+    return fetched, "download"
+
+
+def fetch_missing(data: DataConfig, dataset: str, what: str, fetch: Callable[[], T]) -> T:
+    """``fetch()`` for data found neither locally nor in the cache: one DataError naming
+    ``what`` was missing when downloads are off or the download fails."""
     where = f" under {data.data_dir}" if data.data_dir else ""
     if not data.download:
         raise DataError(
-            f"{dataset}: {filename} not found{where} and downloads are off "
+            f"{dataset}: {what} not found{where} and downloads are off "
             f"(set --data-dir or {DATA_ENV})"
         )
     try:
-        return download(urls, cached, checksum, algorithm), "download"
+        return fetch()
     except DataError as error:
         raise DataError(
-            f"{dataset}: {filename} not found{where} and the download failed; "
+            f"{dataset}: {what} not found{where} and the download failed; "
             f"point --data-dir or {DATA_ENV} at a copy ({error})"
         ) from None

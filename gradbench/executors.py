@@ -34,6 +34,7 @@ from gradbench.checkpoint import Checkpointer, checkpoint_dir
 from gradbench.checkpoint import read as read_checkpoint
 from gradbench.config import EXECUTORS
 from gradbench.errors import GradbenchError, UsageError
+from gradbench.plan import apply_eval_limit
 from gradbench.records import ResultsStore, RunRecord, finite_or_none
 from gradbench.runner import Plan, PreparedModel, load_task, run_one
 from gradbench.task import DataConfig, Task
@@ -213,6 +214,7 @@ def run_job(job: Job) -> Outcome:
         cache = json.dumps([job.source.name, job.source.options], sort_keys=True, default=str)
         if cache not in _TASKS:  # a worker serves many cells: load the data once
             _TASKS[cache] = load_task(job.source.name, job.source.data, job.source.options)
+        apply_eval_limit(_TASKS[cache], job.plan.train.eval_limit)
         checkpoint = (
             Checkpointer(job.checkpoint, job.checkpoint_every, cell=job.key)
             if job.checkpoint and job.checkpoint_every
@@ -373,7 +375,7 @@ def connect(ray: Any, execution: Execution) -> None:
         # The nodes run this driver's gradbench, shipped with each job, whatever version
         # (if any) they have installed; torch and the other dependencies must be there.
         options["runtime_env"] = {"py_modules": shipped_modules()}
-    if not address:
+    else:
         # A local cluster for this sweep; the object store holds only small results.
         options |= {
             "num_cpus": os.cpu_count(),

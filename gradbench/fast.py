@@ -2,8 +2,9 @@
 
 - bf16 autocast for the forward pass and the loss, where the hardware has bf16 units
   (GPUs; CPUs with AMX or AVX512-BF16). Elsewhere bf16 is emulated and slower than
-  fp32 (2.7x slower on an LSTM, measured), so fast mode stays fp32 there and records
-  why. Weights, gradients, the optimiser and the gradient norms stay fp32;
+  fp32 (0.35x of fp32's speed on an LSTM, 0.25x on resnet-20:
+  bench/precision_speed.py), so fast mode stays fp32 there and records why. Weights,
+  gradients, the optimiser and the gradient norms stay fp32;
 - channels-last memory layout for models with convolutions, the layout cuDNN's tensor
   cores and oneDNN compute in; on the CPU only where the step is compiled (eager
   channels-last batch norm loses gradient precision there: ``gradbench.layout``);

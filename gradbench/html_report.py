@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from gradbench import leaderboard as lb
 from gradbench import report
+from gradbench.atomic import write_text_atomic
 from gradbench.records import ResultsStore, RunRecord
 from gradbench.stats import Row, format_p, paired, table_rows
 
@@ -302,9 +303,5 @@ def build_html(store: ResultsStore, task: str | None = None) -> str:
 
 
 def write_report(store: ResultsStore, output: Path, task: str | None = None) -> Path:
-    text = build_html(store, task)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.part")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(output)
+    write_text_atomic(output, build_html(store, task))
     return output

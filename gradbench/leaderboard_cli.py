@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 from pathlib import Path
 
-from gradbench.cli_options import err, format_renderer, out
+from gradbench.cli_options import err, format_renderer, out, write_text_atomic
 from gradbench.errors import GradbenchError, UsageError
 
 
@@ -83,12 +83,5 @@ def leaderboard(
     if output is None:
         print(text, end="")
         return
-    tmp = output.with_name(f".{output.name}.part")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(output)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise GradbenchError(f"cannot write {output}: {error.strerror}") from None
+    write_text_atomic(output, text)
     err.print(f"wrote {output}", highlight=False, markup=False)

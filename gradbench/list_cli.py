@@ -14,18 +14,21 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from gradbench.errors import UsageError
+
+def _option_rows(factory: Any, suffix_param: str | None) -> list[dict[str, Any]]:
+    """A factory's options with their types and defaults, less the one its name sets."""
+    from gradbench.options import describe_options
+
+    return [
+        {"name": name, "type": type_text, "default": _default(default)}
+        for name, type_text, default in describe_options(factory)
+        if name != suffix_param
+    ]
 
 
 def entry_options(entry: Any, kind: str) -> list[dict[str, Any]]:
     """The ``-O`` (task) or ``NAME:key=value`` (model) options of an entry, with defaults."""
-    from gradbench.options import describe_options
-
-    rows = [
-        {"name": name, "type": type_text, "default": _default(default)}
-        for name, type_text, default in describe_options(entry.factory)
-        if name != entry.suffix_param
-    ]
+    rows = _option_rows(entry.factory, entry.suffix_param)
     if kind == "models":
         rows.append({"name": "init", "type": "str", "default": "default"})
     return rows
@@ -34,15 +37,10 @@ def entry_options(entry: Any, kind: str) -> list[dict[str, Any]]:
 def variant_options(entry: Any) -> dict[str, list[dict[str, Any]]]:
     """Input kind -> the options the name takes on tasks of that kind (a variant's own
     factory, e.g. ``attention`` for ``gru`` on a translation task), where it has one."""
-    from gradbench.options import describe_options
     from gradbench.registry import MODELS
 
     return {
-        kind: [
-            {"name": name, "type": type_text, "default": _default(default)}
-            for name, type_text, default in describe_options(factory)
-            if name != entry.suffix_param
-        ]
+        kind: _option_rows(factory, entry.suffix_param)
         for kind, factory in sorted(MODELS.variants(entry.name).items())
     }
 
@@ -64,8 +62,6 @@ def list_entries(
     from gradbench.plugins import load_plugins
     from gradbench.registry import MODELS, TASKS
 
-    if what not in ("tasks", "models"):
-        raise UsageError(f"list what? {what!r} is not 'tasks' or 'models'")
     load_plugins(tasks_dir, models=what == "models")
     registry = TASKS if what == "tasks" else MODELS
     entries = registry.entries(pattern)
@@ -97,8 +93,8 @@ def list_entries(
         if verbose:
             base = entry_options(e, what)
             shown = [f"{o['name']}: {o['type']} = {o['default']!r}" for o in base]
+            known = {(o["name"], o["default"]) for o in base}
             for input_kind, rows in (variant_options(e) if what == "models" else {}).items():
-                known = {(o["name"], o["default"]) for o in base}
                 extra = [o for o in rows if (o["name"], o["default"]) not in known]
                 shown.append(f"on {input_kind} tasks (where different):")
                 shown += [f"  {o['name']}: {o['type']} = {o['default']!r}" for o in extra]

@@ -58,6 +58,19 @@ TRAIN_OPTIONS = (
 SHARED_MODEL_OPTIONS = ("width", "activation", "init", "batch_norm", "norm")
 
 
+def apply_eval_limit(task: Task, limit: int | None) -> None:
+    """Evaluate on at most ``limit`` examples of each evaluation split (--eval-limit).
+
+    Wherever a task is loaded for training (here, and in every worker process), so a
+    cell computes the same whichever executor runs it.
+    """
+    if limit is None:
+        return
+    if not hasattr(task, "eval_limit"):
+        raise UsageError(f"task {task.name} does not support --eval-limit")
+    task.eval_limit = limit
+
+
 @dataclass
 class PreparedPlan:
     """A validated request: what `run` (or `budget`) will do, before any data is read."""
@@ -89,10 +102,7 @@ class PreparedPlan:
 
         task = load_task(self.task, self.data, self.task_options)  # protocol checked there
         config = self.train_config(dict(task_member(task, "train_defaults")))
-        if config.eval_limit is not None:
-            if not hasattr(task, "eval_limit"):
-                raise UsageError(f"task {self.task} does not support --eval-limit")
-            task.eval_limit = config.eval_limit
+        apply_eval_limit(task, config.eval_limit)
         plan = Plan(
             task=self.task,
             models=self.models,

@@ -42,8 +42,8 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
-def weight_layer_grid(series: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(log10 RMS grads as layers x steps, layer names, steps), weight layers only.
+def weight_layer_rms(series: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(RMS grads as steps x layers, layer names, probe steps), weight layers only.
 
     RMS per element (``layer_grad_rms``), so a 3x3 stem and a 64-channel block compare;
     series written before it existed fall back to the raw norms.
@@ -52,11 +52,17 @@ def weight_layer_grid(series: dict[str, np.ndarray]) -> tuple[np.ndarray, list[s
     keep = [i for i, kind in enumerate(kinds) if kind == "weight"] or list(range(len(kinds)))
     quantity = "layer_grad_rms" if "layer_grad_rms" in series else "layer_grad_norm"
     norms = np.asarray(series[quantity], dtype=np.float64)[:, keep]
+    names = [str(series["layer_names"][i]) for i in keep]
+    return norms, names, np.asarray(series["probe_steps"])
+
+
+def weight_layer_grid(series: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(log10 RMS grads as layers x steps, layer names, steps): ``weight_layer_rms``, log10."""
+    norms, names, steps = weight_layer_rms(series)
     with np.errstate(divide="ignore", invalid="ignore"):
         grid = np.log10(np.maximum(norms, FLOOR)).T
     grid[~np.isfinite(norms.T)] = np.nan
-    names = [str(series["layer_names"][i]) for i in keep]
-    return grid, names, np.asarray(series["probe_steps"])
+    return grid, names, steps
 
 
 def gradient_flow_heatmap(

@@ -234,7 +234,7 @@ def _comparison(
         models=models,
         seeds=seeds,
         train=train,
-        model_options={k: v for k, v in shared.items()},
+        model_options=shared,
         task_options=_table(entry.get("task_options", {}), where("task_options"), "task_options"),
         match=match,
         match_target=match_target,
@@ -341,26 +341,25 @@ def plan_comparisons(suite: Suite, data: Any) -> Iterator[tuple[Comparison, Any,
     ran, and the re-run resumes there.
     """
     from gradbench.models.build import parse_model_arg
-    from gradbench.runner import Plan, check_training, load_task, prepare_models
+    from gradbench.plan import PreparedPlan
+    from gradbench.runner import prepare_models
 
     for comparison in suite.comparisons:
-        task = load_task(comparison.task, data, comparison.task_options)
-        defaults = dict(getattr(task, "train_defaults", {}))
-        config = TrainConfig(**(defaults | comparison.train))
-        shared = {k: comparison.model_options.get(k) for k in SHARED_MODEL_OPTIONS}
-        plan = Plan(
+        # PreparedPlan.load is what `gradbench run` does: the task's training defaults,
+        # --eval-limit set on the task, the training options checked against it.
+        plan, task = PreparedPlan(
             task=comparison.task,
+            task_options=comparison.task_options,
             models=[parse_model_arg(m) for m in comparison.models],
             seeds=comparison.seeds,
-            train=config,
-            task_options=comparison.task_options,
-            shared_model_options=shared,
+            train_options=comparison.train,
+            shared_model_options={k: comparison.model_options.get(k) for k in SHARED_MODEL_OPTIONS},
             match=comparison.match,
             match_target=comparison.match_target,
             match_tolerance=comparison.tolerance,
             flops_budget=comparison.flops_budget,
-        )
-        check_training(config, task)
+            data=data,
+        ).load()
         yield comparison, task, plan, prepare_models(plan, task)
 
 
@@ -392,11 +391,12 @@ def _run_with_executor(
     execution.resume = not force
     execution.record_fields = {"suite": suite.name}
     for comparison, task, plan, prepared in plan_comparisons(suite, data):
-        done = set() if force else cells.complete_cells(store)
-        keys = [cell_key(task, plan, item, seed) for item in prepared for seed in comparison.seeds]
-        counts["skipped"] += sum(key in done for key in keys)
+        keys = {cell_key(task, plan, item, seed) for item in prepared for seed in comparison.seeds}
         execution.source = TaskSource(comparison.task, comparison.task_options, data, tasks_dir)
-        counts["ran"] += len(run_cells(plan, task, prepared, store, execution, on_record=on_record))
+        ran = len(run_cells(plan, task, prepared, store, execution, on_record=on_record))
+        # run_cells skips the complete cells and raises unless every other cell ran.
+        counts["ran"] += ran
+        counts["skipped"] += len(keys) - ran
     return counts
 
 

@@ -31,6 +31,7 @@ from gradbench.cli_options import (
     friendly_errors,
     out,
     plain,
+    write_text_atomic,
 )
 from gradbench.errors import UsageError
 
@@ -64,13 +65,6 @@ Output = Annotated[
 
 def _say(text: str) -> None:
     err.print(text, highlight=False, markup=False)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _print_frame(frame, title: str, status_column: str | None = None) -> None:
@@ -282,7 +276,7 @@ def check_command(
             _print_frame(frame, f"claims on {store.runs_file}", status_column="status")
             _say(f"{len(outcomes) - len(failed)} of {len(outcomes)} claims hold")
         if output is not None:
-            _write_atomic(output, markdown)
+            write_text_atomic(output, markdown)
         if failed:
             raise typer.Exit(1)
 
@@ -342,7 +336,7 @@ def compare_command(
             _print_frame(cmp.to_frame(lines), f"{baseline} -> {candidate}", status_column="status")
             _say(cmp.summary(lines))
         if output is not None:
-            _write_atomic(output, markdown)
+            write_text_atomic(output, markdown)
         summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary_file:
             with open(summary_file, "a", encoding="utf-8") as handle:

@@ -2,8 +2,9 @@
 
 One event directory per run, ``DIR/<task>/<row label>/seed<k>`` (the row label as the
 leaderboard prints it, so two configurations of one model stay apart), holding the
-training loss and global gradient norm per step, each weight layer's gradient norm at
-the probe steps, and the final evaluation metrics at the last step. Written with
+training loss and global gradient norm per step, each weight layer's RMS gradient per
+element at the probe steps (``layers/<name>``, the quantity the reports' heatmaps
+show), and the final evaluation metrics at the last step. Written with
 ``torch.utils.tensorboard.SummaryWriter``; needs the ``tensorboard`` package
 (``pip install gradbench[tensorboard]``).
 """
@@ -18,6 +19,7 @@ import numpy as np
 
 from gradbench.errors import UsageError
 from gradbench.records import ResultsStore
+from gradbench.report import weight_layer_rms
 from gradbench.stats import table_rows
 
 
@@ -63,11 +65,10 @@ def _write_run(writer, record, series: dict[str, np.ndarray]) -> None:
     if "grad_norm" in series:
         _scalars(writer, "train/grad_norm", series["grad_norm"])
     if "layer_grad_norm" in series and "probe_steps" in series:
-        norms = np.asarray(series["layer_grad_norm"], dtype=np.float64)
-        kinds = [str(k) for k in series.get("layer_kinds", ["weight"] * norms.shape[1])]
-        for index, name in enumerate(series["layer_names"]):
-            if kinds[index] == "weight":
-                _scalars(writer, f"layers/{name}", norms[:, index], series["probe_steps"])
+        # The quantity the reports' heatmaps show: RMS gradient per element.
+        rms, names, steps = weight_layer_rms(series)
+        for index, name in enumerate(names):
+            _scalars(writer, f"layers/{name}", rms[:, index], steps)
     for metric, value in (record.get("metrics") or {}).items():
         if value is not None and math.isfinite(value):
             writer.add_scalar(f"eval/{metric}", float(value), int(record["steps"]))

@@ -233,9 +233,19 @@ def train(
     observe(hooks.start, model, task, config)
     epoch = 0
     if checkpoint is not None and (saved := checkpoint.restore(model, optimizer, scheduler, hooks)):
-        step, epoch, losses, grad_norms, evals = (saved[k] for k in RESUMED[:5])
-        train_seconds, eval_seconds, probe_seconds, clip_hits = (saved[k] for k in RESUMED[5:9])
-        target_step, target_seconds = saved["target_step"], saved["target_seconds"]
+        (
+            step,
+            epoch,
+            losses,
+            grad_norms,
+            evals,
+            train_seconds,
+            eval_seconds,
+            probe_seconds,
+            clip_hits,
+            target_step,
+            target_seconds,
+        ) = (saved[k] for k in RESUMED)
     while stop_reason is None:
         segment_start = clock()
         segment_probe = 0.0

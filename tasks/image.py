@@ -149,8 +149,8 @@ def prepare_fashion_mnist(data: DataConfig) -> tuple[Path, str]:
             )
         partial.chmod(0o644)  # mkstemp makes it private; the cache is readable like any
         partial.replace(target)
-        if source == "local":
-            origin_stamp.write_text(file_digest(origin) + "\n")
+        if source == "local":  # origin is the local file, whose md5 is origin_md5
+            origin_stamp.write_text(f"{origin_md5}\n")
         else:
             origin_stamp.unlink(missing_ok=True)
     return raw_dir, "local" if sources == {"local"} else "download"

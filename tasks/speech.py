@@ -47,7 +47,7 @@ from gradbench.audio import (
     clip_features,
     feature_transform,
 )
-from gradbench.data import content_hash, download, json_hash
+from gradbench.data import content_hash, download, fetch_missing, json_hash
 from gradbench.errors import DataError, UsageError
 from gradbench.evaluation import forward, per_split_metrics
 from gradbench.registry import TASKS
@@ -95,19 +95,13 @@ def find_fsdd(data: DataConfig) -> tuple[Path, str]:
     cached = data.cache_dir / "downloads" / "fsdd" / FSDD_COMMIT / "recordings"
     if (cached.parent / "VERIFIED").is_file():
         return cached, "download"
-    where = f" under {data.data_dir}" if data.data_dir else ""
-    if not data.download:
-        raise DataError(
-            f"fsdd: fsdd/recordings/*.wav not found{where} and downloads are off "
-            "(set --data-dir or GRADBENCH_DATA)"
-        )
-    try:
-        return fetch_fsdd(FSDD_ARCHIVE_URLS, cached.parent, FSDD_CLIPS_SHA256), "download"
-    except DataError as error:
-        raise DataError(
-            f"fsdd: fsdd/recordings/*.wav not found{where} and the download failed; "
-            f"point --data-dir or GRADBENCH_DATA at a copy ({error})"
-        ) from None
+    fetched = fetch_missing(
+        data,
+        "fsdd",
+        "fsdd/recordings/*.wav",
+        lambda: fetch_fsdd(FSDD_ARCHIVE_URLS, cached.parent, FSDD_CLIPS_SHA256),
+    )
+    return fetched, "download"
 
 
 def fetch_fsdd(urls: tuple[str, ...], dest: Path, clips_sha256: str) -> Path:
@@ -252,6 +246,11 @@ def spec_augment_from(
     if freq_mask < 0 or time_mask < 0:
         raise UsageError(f"task {task}: freq_mask and time_mask must be >= 0")
     return SpecAugment(freq_mask, time_mask) if enabled else None
+
+
+def augment_details(augment: SpecAugment | None) -> dict[str, Any]:
+    """What a record says of SpecAugment: the two mask widths, or nothing when it is off."""
+    return {"spec_augment": [augment.freq_mask, augment.time_mask]} if augment else {}
 
 
 def feature_options(task: str, features: str, n_mels: int, n_mfcc: int) -> FeatureOptions:
@@ -432,8 +431,7 @@ def speech_digits(
         classes=DIGIT_WORDS,
         version=clips.version,
         source=clips.source,
-        details=fsdd_details(clips, options, speaker)
-        | ({"spec_augment": [augment.freq_mask, augment.time_mask]} if augment else {}),
+        details=fsdd_details(clips, options, speaker) | augment_details(augment),
         spec_augment=augment,
     )
 
@@ -762,6 +760,6 @@ def speech_connected(
         version=f"{clips.version}:gen-{json_hash(params)}",
         details=fsdd_details(clips, options, speaker)
         | {k: v for k, v in params.items() if k != "generator"}
-        | ({"spec_augment": [augment.freq_mask, augment.time_mask]} if augment else {}),
+        | augment_details(augment),
         spec_augment=augment,
     )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from gradbench_tasks.speech import (
     ClipClassification,
+    augment_details,
     feature_options,
     spec_augment_from,
     standardise,
@@ -27,7 +28,7 @@ from gradbench_tasks.speech import (
 )
 
 from gradbench.audio import FeatureOptions, cached_bank
-from gradbench.data import cached_content_hash, download
+from gradbench.data import cached_content_hash, download, fetch_missing
 from gradbench.errors import DataError
 from gradbench.registry import TASKS
 from gradbench.task import DataConfig
@@ -62,22 +63,13 @@ def find_speech_commands(data: DataConfig) -> tuple[Path, str]:
     cached = data.cache_dir / "speech-commands" / SC_VERSION
     if (cached / "VERIFIED").is_file():
         return cached / "data", "download"
-    where = f" under {data.data_dir}" if data.data_dir else ""
-    if not data.download:
-        raise DataError(
-            f"speech-commands: speech_commands/ not found{where} and downloads are off "
-            "(set --data-dir or GRADBENCH_DATA)"
-        )
     archive = data.cache_dir / "downloads" / "speech-commands" / SC_ARCHIVE
-    try:
-        if not archive.is_file():
-            download(SC_URLS, archive, SC_SHA256, "sha256")
-    except DataError as error:
-        raise DataError(
-            f"speech-commands: speech_commands/ not found{where} and the download failed; "
-            f"point --data-dir or GRADBENCH_DATA at a copy ({error})"
-        ) from None
-    return unpack(archive, cached), "download"
+
+    def fetch() -> Path:
+        return archive if archive.is_file() else download(SC_URLS, archive, SC_SHA256, "sha256")
+
+    fetched = fetch_missing(data, "speech-commands", "speech_commands/", fetch)
+    return unpack(fetched, cached), "download"
 
 
 def unpack(archive: Path, dest: Path) -> Path:
@@ -167,7 +159,7 @@ def speech_commands(
         version="sha256:" + full_hash[:12],
         source=source,
         details={"sample_rate": SC_RATE, "features": options.as_dict(), "words": len(words)}
-        | ({"spec_augment": [augment.freq_mask, augment.time_mask]} if augment else {}),
+        | augment_details(augment),
         spec_augment=augment,
         eval_splits=("test", "validation"),
     )

@@ -50,8 +50,6 @@ HUB_REVISION = "f817a2b0170bf1822262d6198427436189c07d04"
 # What the Hub copy must hold (its dataset card): anything else is not SST-2 as
 # published, and is refused rather than trained on.
 HUB_SPLIT_SIZES = {"train": 67_349, "dev": 872}
-PAD, UNK = 0, 1
-SPECIALS = ("<pad>", "<unk>")
 NUM_CLASSES = 2
 # Bump when tokenisation, validation or the cache layout changes, so old caches are not
 # reused (2: labels checked against the two classes when read).
@@ -60,7 +58,9 @@ LEVELS = ("word", "char")
 
 Texts = dict[str, tuple[list[int], list[str]]]  # split -> (labels, sentences)
 
-_MOVED = {"TextClassification", "tokenize", "build_vocab", "encode", "pad_ragged", "macro_f1"}
+_MOVED = set(
+    "TextClassification tokenize build_vocab encode pad_ragged macro_f1 PAD UNK SPECIALS".split()
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -95,7 +95,7 @@ def read_local(files: dict[str, Path], cache_dir: Path) -> Texts:
     datasets = _quiet_datasets()
     texts: Texts = {}
     for split, path in files.items():
-        check_tsv(path)
+        lines = check_tsv(path)
         try:
             table = datasets.load_dataset(
                 "csv",
@@ -109,13 +109,14 @@ def read_local(files: dict[str, Path], cache_dir: Path) -> Texts:
             )
         except Exception as error:  # datasets raises many types; all mean "unreadable"
             raise DataError(f"sst2: cannot read {path} ({type(error).__name__}: {error})") from None
-        texts[split] = _columns(table, path, _data_lines(path))
+        texts[split] = _columns(table, path, lines)
     return texts
 
 
-def check_tsv(path: Path) -> None:
+def check_tsv(path: Path) -> list[int]:
     """Every data line has the header's number of fields, and there is one; else one
-    DataError naming the file and line (before ``datasets`` reads it)."""
+    DataError naming the file and line (before ``datasets`` reads it). Returns the line
+    number of each data row (after the header; blank lines are skipped)."""
     try:
         with open(path, encoding="utf-8") as handle:
             lines = [(n, line.rstrip("\n")) for n, line in enumerate(handle, 1) if line.strip()]
@@ -130,12 +131,7 @@ def check_tsv(path: Path) -> None:
                 f"sst2: {path}:{number}: {line.count(chr(9)) + 1} tab-separated fields, "
                 f"the header has {fields}"
             )
-
-
-def _data_lines(path: Path) -> list[int]:
-    """The line number of each data row (after the header; blank lines are skipped)."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        return [n for n, line in enumerate(handle, 1) if line.strip()][1:]
+    return [number for number, _ in lines[1:]]
 
 
 def _columns(

@@ -292,7 +292,6 @@ class Translation:
         options: dict[str, Any],
         details: dict[str, Any],
     ):
-        from sacrebleu.metrics import BLEU, CHRF
 
         from gradbench.decoding import SpecialTokens
 
@@ -305,7 +304,6 @@ class Translation:
         self.length_penalty = options["length_penalty"]
         self.max_ratio = options["max_ratio"]
         self.label_smoothing = options["label_smoothing"]
-        self.eval_limit = options["eval_limit"]
         self.train_limit = options["train_limit"]
         max_length = options["max_length"]
         self.splits: dict[str, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
@@ -317,14 +315,27 @@ class Translation:
                 source_table, source_len = source_table[:limit], source_len[:limit]
                 target_table, target_len = target_table[:limit], target_len[:limit]
             self.splits[split] = (source_table, source_len, target_table, target_len)
-        self.test_count = len(texts["test"][0])
-        if self.eval_limit is not None:
-            self.test_count = min(self.test_count, self.eval_limit)
         longest_source = max(int(s[1].max()) for s in self.splits.values())
         longest_target = max(int(s[3].max()) for s in self.splits.values()) + 1
         self.max_positions = max(longest_target, self.max_output(longest_source) + 1)
         self.special = SpecialTokens(PAD, BOS, EOS)
-        sources, references = (lines[: self.test_count] for lines in texts["test"])
+        self.details = details
+        self.eval_limit = options["eval_limit"]
+
+    @property
+    def eval_limit(self) -> int | None:
+        return self._eval_limit
+
+    @eval_limit.setter
+    def eval_limit(self, limit: int | None) -> None:
+        """The test sentences scored (-O eval_limit, or --eval-limit after loading), and
+        what depends on them: the length buckets and the copy-source baselines."""
+        from sacrebleu.metrics import BLEU, CHRF
+
+        self._eval_limit = limit
+        everything = len(self.texts["test"][0])
+        self.test_count = everything if limit is None else min(everything, limit)
+        sources, references = (lines[: self.test_count] for lines in self.texts["test"])
         self.buckets = length_buckets(sources)
         # Copying the source: the score of a system that learned nothing about the target.
         bleu, chrf = BLEU(), CHRF()
@@ -333,7 +344,6 @@ class Translation:
             "test_chrf": chrf.corpus_score(sources, [references]).score,
         }
         self.signatures = {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())}
-        self.details = details
 
     # -- protocol ------------------------------------------------------------------
 

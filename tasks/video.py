@@ -33,7 +33,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -69,12 +69,14 @@ class ImageSet:
     version: str
     source: str
     splits: dict[str, tuple[Tensor, Tensor]] | None  # None until read (a cache hit needs none)
+    # Where the verified, unread Fashion-MNIST files are (``read_fashion``).
+    raw_dir: Path | None = None
 
 
 def image_set(name: str, data: DataConfig, *, read: bool) -> ImageSet:
     """The image data's identity (content hash of its files), and its images when ``read``."""
     if name == "fashion-mnist":
-        from gradbench_tasks.image import FASHION_FILES, prepare_fashion_mnist, read_fashion_mnist
+        from gradbench_tasks.image import FASHION_FILES, prepare_fashion_mnist
 
         raw_dir, source = prepare_fashion_mnist(data)
         # prepare_fashion_mnist has verified each file's published content md5.
@@ -84,13 +86,8 @@ def image_set(name: str, data: DataConfig, *, read: bool) -> ImageSet:
                 "".join(raw for _, raw in FASHION_FILES.values()).encode()
             ).hexdigest()[:12]
         )
-        if not read:
-            return ImageSet(name, version, source, None)
-        splits = {}
-        for split, train in (("train", True), ("test", False)):
-            pictures, classes = read_fashion_mnist(raw_dir, train)
-            splits[split] = (pictures.squeeze(1), classes)
-        return ImageSet(name, version, source, splits)
+        images = ImageSet(name, version, source, None, raw_dir)
+        return read_fashion(images) if read else images
     import torchvision
 
     root = data.cache_dir / "torchvision"
@@ -103,6 +100,18 @@ def image_set(name: str, data: DataConfig, *, read: bool) -> ImageSet:
         splits[split] = (reader.data, reader.targets)
     raw = sorted(p for p in Path(reader.raw_folder).glob("*-ubyte"))
     return ImageSet(name, "sha256:" + content_hash(raw), "download", splits)
+
+
+def read_fashion(images: ImageSet) -> ImageSet:
+    """``images`` with the splits read from its ``raw_dir`` (prepared and verified once)."""
+    from gradbench_tasks.image import read_fashion_mnist
+
+    assert images.raw_dir is not None
+    splits = {}
+    for split, train in (("train", True), ("test", False)):
+        pictures, classes = read_fashion_mnist(images.raw_dir, train)
+        splits[split] = (pictures.squeeze(1), classes)
+    return replace(images, splits=splits)
 
 
 # ---------------------------------------------------------------- generator
@@ -265,9 +274,8 @@ def load_or_draw(
     """The clips of both splits from the cache, drawn (and cached) on a miss."""
     import torch
 
-    images = image_set(image_name, data, read=False) if image_name == "fashion-mnist" else None
-    if images is None:
-        images = image_set(image_name, data, read=True)
+    # Fashion-MNIST's identity needs no images: they are read on a cache miss only.
+    images = image_set(image_name, data, read=image_name != "fashion-mnist")
     key = scene_key(images, scene, sizes, data_seed)
     path = data.cache_dir / "video" / f"clips-{key}.pt"
     if path.is_file():
@@ -276,7 +284,7 @@ def load_or_draw(
         except Exception:  # noqa: BLE001 - a damaged cache file is redrawn, not trusted
             path.unlink(missing_ok=True)
     if images.splits is None:
-        images = image_set(image_name, data, read=True)
+        images = read_fashion(images)
     payload: dict[str, Any] = {}
     for split in ("train", "test"):
         pictures, classes = images.splits[split]

@@ -66,10 +66,16 @@ def rec(
 def series(model_seed: int = 0, steps: int = 40, layers: int = 4, timesteps: int = 12) -> dict:
     """The series a probed recurrent or convolutional run writes, small and deterministic."""
     rng = np.random.default_rng(model_seed)
+    loss = np.linspace(2.0, 0.5, steps) + rng.normal(0, 0.05, steps)
+    grad_norm = np.abs(rng.normal(1, 0.1, steps))
+    layer_grad_norm = np.abs(rng.normal(1, 0.3, (5, layers))) * 10.0 ** -np.arange(layers)
+    sizes = 9 * 4 ** np.arange(layers)
     return {
-        "loss": np.linspace(2.0, 0.5, steps) + rng.normal(0, 0.05, steps),
-        "grad_norm": np.abs(rng.normal(1, 0.1, steps)),
-        "layer_grad_norm": np.abs(rng.normal(1, 0.3, (5, layers))) * 10.0 ** -np.arange(layers),
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "layer_grad_norm": layer_grad_norm,
+        "layer_sizes": sizes,
+        "layer_grad_rms": layer_grad_norm / np.sqrt(sizes),
         "layer_kinds": np.array(["weight"] * layers),
         "layer_names": np.array([f"layer{i}.weight" for i in range(layers)]),
         "probe_steps": np.array([0, 10, 20, 30, 39]),

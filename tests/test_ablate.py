@@ -7,10 +7,10 @@ import math
 from pathlib import Path
 
 import pytest
+from cli_helpers import cli
 from scipy import stats
 
 from gradbench import ablate
-from gradbench.cli import main
 from gradbench.errors import UsageError
 from gradbench.models.build import parse_model_arg
 from gradbench.plugins import load_plugins
@@ -32,13 +32,6 @@ TINY = [
     "cpu",
     "--no-download",
 ]
-
-
-def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as stopped:
-        main(args)
-    out, err = capsys.readouterr()
-    return stopped.value.code, out, err
 
 
 def switches_for(over: list[str], models=("plain-8",), shared=None, train=None):

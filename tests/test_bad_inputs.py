@@ -16,45 +16,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_records import rec
 
 from gradbench.cli import main
-from gradbench.records import SCHEMA_VERSION, ResultsStore, new_run_id
+from gradbench.records import ResultsStore, new_run_id
 
 RUN_ID = new_run_id()
-
-
-def stored_record(run_id: str = RUN_ID, **fields) -> dict:
-    """A record as the runner writes it (the read-side schema's required fields)."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run_id,
-        "created": "2026-01-01T00:00:00+00:00",
-        "task": "adding-10",
-        "task_options": {},
-        "dataset": {"name": "adding", "split": "train", "version": "gen:1", "source": "synthetic"},
-        "model": "rnn",
-        "model_label": "rnn",
-        "model_options": {"width": 8},
-        "train_options": {"steps": 3, "lr": 0.01},
-        "seed": 0,
-        "budget": {"kind": "steps", "target": 3, "achieved": 3, "match": None},
-        "parameters": 100,
-        "steps": 3,
-        "train_seconds": 0.1,
-        "metrics": {"test_mse": 0.2},
-        "metric_directions": {"test_mse": False},
-        "primary_metric": "test_mse",
-        "diverged": False,
-        "verdict": "healthy",
-        **fields,
-    }
 
 
 @pytest.fixture
 def results(tmp_path: Path) -> Path:
     """A results directory holding one run (record and series)."""
     root = tmp_path / "results"
-    ResultsStore(root).append(stored_record(), {"loss": [1.0, 0.5, 0.25]})
+    record = rec("adding-100", "rnn", 0, 0.2) | {"run_id": RUN_ID}
+    ResultsStore(root).append(record, {"loss": [1.0, 0.5, 0.25]})
     return root
 
 

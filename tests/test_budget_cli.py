@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from cli_helpers import cli
 from torch import Tensor
 
 from gradbench import budget as budgets
-from gradbench.cli import main
 from gradbench.registry import MODELS, TASKS
 from gradbench.task import Batch, DataConfig, DatasetId, InputSpec, MetricSpec
 
@@ -62,14 +62,6 @@ def tiny_tasks(restore_registries, make_fake_task) -> None:
     @TASKS.register("tiny-seq")
     def tiny_seq(data: DataConfig) -> object:
         return TinySequenceTask()
-
-
-def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of ``gradbench ARGS``."""
-    with pytest.raises(SystemExit) as stopped:
-        main(args)
-    out, err = capsys.readouterr()
-    return stopped.value.code, out, err
 
 
 def json_rows(out: str) -> list[dict]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_helpers import cli
 
 from gradbench.cli import main
 from gradbench.errors import UsageError
@@ -30,14 +31,6 @@ TINY = [
     "cpu",
     "--no-download",
 ]
-
-
-def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of ``gradbench ARGS``."""
-    with pytest.raises(SystemExit) as stopped:
-        main(args)
-    out, err = capsys.readouterr()
-    return stopped.value.code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -443,18 +436,29 @@ def test_list_verbose_shows_the_options_a_model_takes_on_other_input_kinds(capsy
 
 
 def test_the_command_modules_import_each_other_not(tmp_path: Path) -> None:
-    """budget_cli and inspect_cli import the shared options, never gradbench.cli."""
+    """The command modules import the shared options, never gradbench.cli."""
     import subprocess
     import sys
 
+    modules = ("ablate_cli", "budget_cli", "inspect_cli", "leaderboard_cli", "list_cli")
+    modules += ("suite_cli", "sweep_cli", "plan")
     code = (
         "import sys\n"
-        "import gradbench.budget_cli, gradbench.inspect_cli, gradbench.plan\n"
-        "assert 'gradbench.cli' not in sys.modules, 'cycle'\n"
+        + "".join(f"import gradbench.{name}\n" for name in modules)
+        + "assert 'gradbench.cli' not in sys.modules, 'cycle'\n"
         "assert 'torch' not in sys.modules, 'torch at import'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_environment_variable_names_agree() -> None:
+    """cli_options names the variables its options read; the modules reading them agree."""
+    from gradbench import cli_options, data, plugins, records
+
+    assert (cli_options.DATA_ENV, cli_options.CACHE_ENV) == (data.DATA_ENV, data.CACHE_ENV)
+    assert cli_options.RESULTS_ENV == records.RESULTS_ENV
+    assert cli_options.TASKS_DIR_ENV == plugins.TASKS_DIR_ENV
 
 
 def test_help_and_builtin_task_modules_do_not_import_torch() -> None:

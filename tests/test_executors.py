@@ -14,8 +14,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from cli_helpers import cli
 
-from gradbench.cli import main
 from gradbench.errors import UsageError
 from gradbench.executors import Execution
 
@@ -72,13 +72,6 @@ def plugins(tmp_path: Path, restore_registries) -> Path:
     folder.mkdir()
     (folder / "crashy.py").write_text(CRASHY)
     return folder
-
-
-def cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as stopped:
-        main(args)
-    out, err = capsys.readouterr()
-    return stopped.value.code, out, err
 
 
 def records(results: Path) -> list[dict]:
@@ -215,7 +208,8 @@ def test_worker_processes_survive_a_dying_worker_and_match_in_process_runs(
     here, there = tmp_path / "here", tmp_path / "there"
     crashy = f"crashy:mode=exit,marker={tmp_path / 'marker'}"
     models = ["-m", crashy, "-m", "rnn", "--seeds", "0"]
-    args = SWEEP + models + ["--tasks-dir", str(plugins), "--retries", "1"]
+    # --eval-limit too: a worker loads the task itself and must apply it as the driver does.
+    args = SWEEP + models + ["--tasks-dir", str(plugins), "--retries", "1", "--eval-limit", "64"]
     (tmp_path / "marker").write_text("already failed")  # in this process: no failure
     assert cli(args + ["--results", str(here)], capsys)[0] == 0
     (tmp_path / "marker").unlink()
@@ -225,6 +219,9 @@ def test_worker_processes_survive_a_dying_worker_and_match_in_process_runs(
     assert any("worker process died" in f["reason"] for f in failures(there))
     loss = {r["cell"]: r["final_train_loss"] for r in records(here)}
     assert {r["cell"]: r["final_train_loss"] for r in records(there)} == loss
+    evaluated = {r["cell"]: (r["metrics"], r["dataset"]) for r in records(here)}
+    assert {r["cell"]: (r["metrics"], r["dataset"]) for r in records(there)} == evaluated
+    assert "[:64]" in json.dumps(next(iter(evaluated.values()))[1])
 
 
 @pytest.mark.slow

@@ -122,6 +122,11 @@ def test_tensorboard_export_writes_every_runs_series(tmp_path: Path) -> None:
     assert {"train/loss", "train/grad_norm", "eval/test_accuracy", "layers/layer0.weight"} <= set(
         tags
     )
+    # Layers as the heatmaps show them: RMS gradient per element, at the probe steps.
+    layer = loaded.Scalars("layers/layer0.weight")
+    assert [event.step for event in layer] == list(store.series(record)["probe_steps"])
+    expected = store.series(record)["layer_grad_rms"][:, 0]
+    assert [event.value for event in layer] == pytest.approx(list(expected), rel=1e-6)
     loss = [event.value for event in loaded.Scalars("train/loss")]
     assert loss == pytest.approx(list(store.series(record)["loss"]), rel=1e-6)
     (accuracy,) = loaded.Scalars("eval/test_accuracy")

@@ -11,9 +11,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from cli_helpers import cli
 
 from gradbench import plugins
-from gradbench.cli import main
 from gradbench.errors import GradbenchError
 from gradbench.plugins import load_plugins
 from gradbench.records import ResultsStore
@@ -74,13 +74,6 @@ def write_plugin(folder: Path, task_name: str, source: str = PLUGIN) -> Path:
     path = folder / f"plugin_{uuid.uuid4().hex[:8]}.py"
     path.write_text(source.replace("NAME", task_name))
     return path
-
-
-def cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as stopped:
-        main(args)
-    out, err = capsys.readouterr()
-    return stopped.value.code, out, err
 
 
 def test_builtin_tasks_come_from_the_gradbench_tasks_package() -> None:

@@ -119,3 +119,20 @@ def test_runner_records_summary_verdict_and_leaderboard_columns(tmp_path):
     (table,) = build_tables(store.load()).values()
     assert table.loc[0, "verdicts"] == "healthy:1"
     assert table.loc[0, "first_last_log10"] == record["probes"]["first_last_ratio_log10"]
+
+
+def test_resuming_arms_the_saturation_hooks_for_the_step_resumed_at():
+    """``start`` arms the saturation hooks for step 0; a checkpoint resumed at step k must
+    leave them armed only when k is scheduled, as the uninterrupted run would have them."""
+    task = ToyTask((10, 3))
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    probes = make_probes("default", model, task, config(steps=30))
+    probes.start(model, task, config(steps=30))
+    armed = lambda: bool(probes.saturation._handles)  # noqa: E731
+    assert armed()  # step 0 is scheduled
+    probes.resume(5)
+    assert not armed()
+    probes.resume(10)
+    assert armed()
+    probes.resume(29)  # the planned last step
+    assert armed()

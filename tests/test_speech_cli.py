@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import soundfile
 import torch
+from cli_helpers import cli
 
-from gradbench.cli import main
 from gradbench.errors import DataError
 from gradbench.plugins import load_plugins
 from gradbench.registry import TASKS
@@ -41,13 +41,6 @@ def tiny_copy(root: Path) -> Path:
                 name = f"{digit}_{speaker}_{take}.wav"
                 shutil.copyfile(source / name, folder / name)
     return root
-
-
-def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as stopped:
-        main(args)
-    out, err = capsys.readouterr()
-    return stopped.value.code, out, err
 
 
 CONNECTED = [

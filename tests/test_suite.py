@@ -17,7 +17,7 @@ from gradbench.cli import app
 from gradbench.data import data_config
 from gradbench.errors import UsageError
 from gradbench.records import ResultsStore
-from gradbench.suite import builtin_suites, load_suite, run_suite
+from gradbench.suite import builtin_suites, load_suite, plan_comparisons, run_suite
 
 TINY = """\
 description = "two tiny models on the adding problem"
@@ -119,6 +119,14 @@ def test_cell_keys_change_with_what_is_measured_only(tmp_path: Path) -> None:
         on_cell=lambda c, s: again.append(c.key),
     )
     assert again == planned[:4]  # threads do not change what is measured
+
+
+def test_a_suite_loads_its_task_as_run_does(tmp_path: Path) -> None:
+    # eval_limit is set on the task (it was once only recorded, not applied).
+    suite = load_suite(tiny_suite(tmp_path))
+    [(comparison, task, plan, prepared)] = plan_comparisons(suite, data_config(None, None, False))
+    assert plan.train.eval_limit == 64 and task.eval_limit == 64
+    assert [p.spec.name for p in prepared] == comparison.models == ["rnn", "gru"]
 
 
 @pytest.mark.slow

@@ -131,6 +131,23 @@ def test_dataset_id_carries_pair_version_subset_and_signatures(
     assert sum(test.details["bucket_sizes"].values()) == 4
 
 
+def test_an_eval_limit_set_after_loading_limits_scoring_buckets_and_baselines(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """--eval-limit reaches a loaded task through plan.apply_eval_limit (in the driver and
+    in every worker); on translation it must mean what -O eval_limit means."""
+    from gradbench.plan import apply_eval_limit
+
+    limited = load(corpus, tmp_path / "cache", eval_limit=4)
+    task = load(corpus, tmp_path / "cache")
+    assert task.test_count > 4
+    apply_eval_limit(task, 4)
+    assert task.test_count == 4 and task.eval_limit == 4
+    assert task.dataset_id("test") == limited.dataset_id("test")
+    assert task.baselines == limited.baselines
+    assert sum(task.dataset_id("test").details["bucket_sizes"].values()) == 4
+
+
 def test_copying_the_source_scores_100_when_source_and_target_agree(tmp_path: Path) -> None:
     root = write_corpus(tmp_path / "data", copy_target=True)
     task = load(root, tmp_path / "cache")

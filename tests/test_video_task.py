@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -104,20 +105,19 @@ def test_order_clips_show_the_second_item_only_from_its_frame_on() -> None:
 @pytest.fixture
 def fake_images(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Replace the image data by flat images: train ones at 20k + 1, test ones at 20k + 2."""
-    calls = {"read": 0}
+    calls = {"read": 0, "prepared": 0}
+
+    def fake_read(images):
+        calls["read"] += 1
+        return replace(images, splits={"train": flat_images(300, 1), "test": flat_images(100, 2)})
 
     def fake(name, data, *, read):
-        if not read:
-            return ImageSet(name, "fake-v1", "local", None)
-        calls["read"] += 1
-        return ImageSet(
-            name,
-            "fake-v1",
-            "local",
-            {"train": flat_images(300, 1), "test": flat_images(100, 2)},
-        )
+        calls["prepared"] += 1
+        images = ImageSet(name, "fake-v1", "local", None)
+        return fake_read(images) if read else images
 
     monkeypatch.setattr(video_module, "image_set", fake)
+    monkeypatch.setattr(video_module, "read_fashion", fake_read)
     return calls
 
 
@@ -147,6 +147,7 @@ def test_clips_are_cached_and_memory_and_control_share_them(
 ) -> None:
     memory = small(tmp_path, label="memory")
     assert fake_images["read"] == 1
+    assert fake_images["prepared"] == 1  # the image files are found and verified once per load
     monkeypatch.setattr(video_module, "draw_clips", lambda *a, **k: pytest.fail("redrawn"))
     control = small(tmp_path, label="control")
     again = small(tmp_path, label="memory")

@@ -150,14 +150,15 @@ def resolve_options(
             f"model {spec.name} has no option {foreign[0]!r} on a task whose input is {kind}; "
             f"there it takes {', '.join(sorted(known))}"
         )
-    resolved = dict(known)
-    for key, value in shared.items():
-        if value is not None and key in known:
-            resolved[key] = convert(spec.name, key, value, known[key])
-    resolved.update(spec.options)
+    # What the user set (spec.options are converted already, by parse_model_arg).
+    given = {
+        key: convert(spec.name, key, value, known[key])
+        for key, value in shared.items()
+        if value is not None and key in known
+    } | spec.options
+    resolved = known | given
     parse_init(resolved["init"])
-    given = {k: v for k, v in shared.items() if v is not None and k in known} | spec.options
-    settle_norm(resolved, {k: convert(spec.name, k, v, allowed[k]) for k, v in given.items()})
+    settle_norm(resolved, given)
     return resolved
 
 

@@ -86,6 +86,19 @@ class Block(nn.Module):
         return self.act2(out)
 
 
+def cifar_stem(
+    channels: int, width: int, activation: str, norm: str, spatial_dims: int = 2
+) -> nn.Sequential:
+    """The 3x3 (3x3x3) convolution, normalisation and activation before the stages."""
+    conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+    return nn.Sequential(
+        # A normalisation's shift makes the convolution's bias redundant.
+        conv(channels, width, 3, 1, 1, bias=norm == "none"),
+        spatial_norm(norm, width, spatial_dims),
+        make_activation(activation),
+    )
+
+
 def cifar_stages(
     stage_channels: list[int],
     blocks_per_stage: int,
@@ -126,13 +139,7 @@ class CifarNet(nn.Module):
         if not width_multiplier > 0:
             raise UsageError(f"CNN width_multiplier must be > 0, got {width_multiplier}")
         stage_channels = [max(1, round(width * 2**s * width_multiplier)) for s in range(3)]
-        width = stage_channels[0]
-        channels = spec.shape[0]
-        self.stem = nn.Sequential(
-            nn.Conv2d(channels, width, 3, 1, 1, bias=norm == "none"),
-            make_norm(norm, width),
-            make_activation(activation),
-        )
+        self.stem = cifar_stem(spec.shape[0], stage_channels[0], activation, norm)
         self.blocks = cifar_stages(stage_channels, blocks_per_stage, activation, norm, residual)
         self.head = nn.Linear(stage_channels[-1], spec.num_outputs)
 

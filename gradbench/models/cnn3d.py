@@ -14,8 +14,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from gradbench.errors import UsageError
-from gradbench.mitigations import make_activation
-from gradbench.models.cnn import check_depth, cifar_stages, spatial_norm
+from gradbench.models.cnn import check_depth, cifar_stages, cifar_stem
 from gradbench.models.video import check_video_spec
 from gradbench.registry import MODELS
 from gradbench.task import InputSpec
@@ -39,11 +38,7 @@ class Cifar3dNet(nn.Module):
             raise UsageError(f"{name}: width (stem channels) must be >= 1, got {width}")
         norm = "batch" if batch_norm else "none"
         stage_channels = [width * 2**stage for stage in range(3)]
-        self.stem = nn.Sequential(
-            nn.Conv3d(channels, width, 3, 1, 1, bias=not batch_norm),
-            spatial_norm(norm, width, spatial_dims=3),
-            make_activation(activation),
-        )
+        self.stem = cifar_stem(channels, width, activation, norm, spatial_dims=3)
         self.blocks = cifar_stages(
             stage_channels, blocks_per_stage, activation, norm, residual, spatial_dims=3
         )

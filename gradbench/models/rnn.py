@@ -60,6 +60,30 @@ def parse_recurrent_init(value: str) -> tuple[str, float]:
     return kind, factor
 
 
+def recurrent_layers(
+    cell: str,
+    features: int,
+    width: int,
+    depth: int,
+    activation: str,
+    bidirectional: bool,
+    layer_norm: bool,
+) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """``depth`` single-layer fused modules taking ``features`` first, and the norm after
+    each (LayerNorm, or Identity without ``layer_norm``)."""
+    layers, norms = nn.ModuleList(), nn.ModuleList()
+    extra = {"nonlinearity": activation} if cell == "rnn" else {}
+    for _ in range(depth):
+        layers.append(
+            CELLS[cell](features, width, batch_first=True, bidirectional=bidirectional, **extra)
+        )
+        features = width * (2 if bidirectional else 1)
+        # Across the stack only: the fused kernels leave no room for LayerNorm inside
+        # the recurrence (Ba et al. 2016), so this does not touch the path through time.
+        norms.append(nn.LayerNorm(features) if layer_norm else nn.Identity())
+    return layers, norms
+
+
 class RecurrentNet(nn.Module):
     def __init__(
         self,
@@ -92,17 +116,10 @@ class RecurrentNet(nn.Module):
         features = input_size(spec, embed_dim)
         # Optional strided convolutions over time before the recurrence (off: None).
         self.frontend = make_frontend(frontend, features, cell)
-        self.layers = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        for _ in range(depth):
-            extra = {"nonlinearity": activation} if cell == "rnn" else {}
-            self.layers.append(
-                CELLS[cell](features, width, batch_first=True, bidirectional=bidirectional, **extra)
-            )
-            features = width * self.directions
-            # Across the stack only: the fused kernels leave no room for LayerNorm inside
-            # the recurrence (Ba et al. 2016), so this does not touch the path through time.
-            self.norms.append(nn.LayerNorm(features) if layer_norm else nn.Identity())
+        self.layers, self.norms = recurrent_layers(
+            cell, features, width, depth, activation, bidirectional, layer_norm
+        )
+        features = width * self.directions
         self.readout = Readout(spec, features, pooling, width if bidirectional else None)
         self._init_recurrence(recurrent_init, forget_bias)
 
@@ -190,33 +207,28 @@ class RecurrentNet(nn.Module):
         }
         if top.bias:
             weights |= {"bias_ih_l0": top.bias_ih_l0, "bias_hh_l0": top.bias_hh_l0}
-        augmented = torch.cat([states, z], dim=-1)
-
-        def run(inputs: Tensor) -> Tensor:
-            return functional_call(probe, weights, (inputs,))[0]
-
-        if lengths is None:
-            out = run(augmented)
-        else:
-            packed = pack_padded_sequence(
-                augmented, lengths.cpu(), batch_first=True, enforce_sorted=False
+        inputs = torch.cat([states, z], dim=-1)
+        if lengths is not None:
+            inputs = pack_padded_sequence(
+                inputs, lengths.cpu(), batch_first=True, enforce_sorted=False
             )
-            out = pad_packed_sequence(
-                functional_call(probe, weights, (packed,))[0],
-                batch_first=True,
-                total_length=steps,
-            )[0]
+        out = functional_call(probe, weights, (inputs,))[0]
+        if lengths is not None:
+            out = pad_packed_sequence(out, batch_first=True, total_length=steps)[0]
         loss = loss_fn(self.readout(top_norm(out), lengths))
         d_out, d_z = torch.autograd.grad(loss, [out, z], allow_unused=True)
         d_out = torch.zeros_like(out) if d_out is None else d_out
         d_z = torch.zeros_like(z) if d_z is None else d_z
-        if self.cell == "gru":
-            with torch.no_grad():  # figures, not a graph: the weights need no gradient here
-                total = self._gru_total(top, states.detach(), out.detach(), d_out, d_z, lengths)
-        else:
-            total = d_out.clone()
-            total[:, :-1] += d_z[:, 1:] @ top.weight_hh_l0
-        return total.detach().float().norm(dim=2)
+        if lengths is not None:  # padded steps carry no gradient (as in hidden_sequence)
+            mask = length_mask(lengths.to(d_out.device), steps)
+            d_out = d_out * mask.unsqueeze(-1).to(d_out.dtype)
+        with torch.no_grad():  # figures, not a graph: the weights need no gradient here
+            if self.cell == "gru":
+                total = self._gru_total(top, states, out, d_out, d_z)
+            else:
+                total = d_out.clone()
+                total[:, :-1] += d_z[:, 1:] @ top.weight_hh_l0
+        return total.float().norm(dim=2)
 
     def fused_probe_pays(self, device: torch.device, padded: bool) -> bool:
         """Whether ``hidden_grad_norms`` is cheaper than the step-by-step pass here.
@@ -224,22 +236,22 @@ class RecurrentNet(nn.Module):
         On CUDA cuDNN fuses every cell, while the step-by-step pass launches kernels per
         step. On the CPU only the LSTM on unpadded input has a fused kernel (oneDNN);
         PyTorch's CPU RNN, GRU and packed LSTM are themselves per-step compositions, and
-        the wider augmented pass then costs more. Measured (6 samples, one thread,
-        fused / step-by-step time): unpadded LSTM 0.67-0.78 on adding-200; GRU 1.28-1.67
-        and RNN 1.10-1.61 on adding-200 and speech; packed LSTM 1.28-1.63 on speech (but
-        0.74-0.94 for all three on SST-2's 31-token sentences, where both take < 10 ms).
+        the wider augmented pass then costs more. Fused / step-by-step time of one probe
+        pass (``python bench/probe_paths.py``: 6 samples, one thread): unpadded LSTM 0.73
+        on adding-200; GRU 1.57 and RNN 1.67 there; on speech-digits (T=127, padded)
+        RNN 1.13, LSTM 1.15, GRU 1.24. On SST-2's 31-token sentences the fused pass wins
+        (0.80-0.94), but both take under 10 ms there, so the rule stays simple.
         """
         if device.type == "cuda":
             return True
         return self.cell == "lstm" and not padded
 
     @staticmethod
-    def _gru_total(
-        top: nn.GRU, x: Tensor, h: Tensor, d_out: Tensor, d_a: Tensor, lengths: Tensor | None
-    ) -> Tensor:
+    def _gru_total(top: nn.GRU, x: Tensor, h: Tensor, d_out: Tensor, d_a: Tensor) -> Tensor:
         """dL/dh_t (B, T, H) of a GRU layer from its inputs x, states h = out, the
         gradient reaching each output directly and that of each step's gate
-        pre-activations (see ``hidden_grad_norms``)."""
+        pre-activations (see ``hidden_grad_norms``). Zero at padded steps when d_out is:
+        d_a is zero there (the packed kernel never reads those steps)."""
         w_hh = top.weight_hh_l0
         b_ih = top.bias_ih_l0 if top.bias else None
         b_hh = top.bias_hh_l0 if top.bias else None
@@ -249,9 +261,6 @@ class RecurrentNet(nn.Module):
         d_r, d_u, d_n = d_a[:, 1:].chunk(3, dim=-1)
         direct = d_out.clone()
         direct[:, :-1] += torch.cat([d_r, d_u, reset * d_n], dim=-1) @ w_hh
-        if lengths is not None:  # padded steps carry no gradient (as in hidden_sequence)
-            mask = length_mask(lengths.to(direct.device), direct.shape[1])
-            direct = direct * mask.unsqueeze(-1).to(direct.dtype)
         # g_t = direct_t + u_{t+1} g_{t+1}, from the last step back: elementwise, T small
         # kernels (a closed form through cumulative products of u would underflow).
         steps = direct.unbind(1)

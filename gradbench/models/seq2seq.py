@@ -49,10 +49,9 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from gradbench.errors import UsageError
-from gradbench.mitigations import make_activation
-from gradbench.models.rnn import CELLS, RNN_ACTIVATIONS, RecurrentNet
+from gradbench.models.rnn import RNN_ACTIVATIONS, RecurrentNet, recurrent_layers
 from gradbench.models.sequence import check_choice, length_mask
-from gradbench.models.transformer import POSITIONS, sinusoidal_positions
+from gradbench.models.transformer import POSITIONS, sinusoidal_positions, transformer_blocks
 from gradbench.registry import MODELS
 from gradbench.task import InputSpec
 
@@ -138,16 +137,15 @@ class RecurrentStack(nn.Module):
         self.activation = activation
         self.hidden_size = width
         self.directions = 2 if bidirectional else 1
-        self.layers = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        features = input_size + first_input_extra
-        for _ in range(depth):
-            extra = {"nonlinearity": activation} if cell == "rnn" else {}
-            self.layers.append(
-                CELLS[cell](features, width, batch_first=True, bidirectional=bidirectional, **extra)
-            )
-            features = width * self.directions
-            self.norms.append(nn.LayerNorm(features) if layer_norm else nn.Identity())
+        self.layers, self.norms = recurrent_layers(
+            cell,
+            input_size + first_input_extra,
+            width,
+            depth,
+            activation,
+            bidirectional,
+            layer_norm,
+        )
 
     @property
     def features(self) -> int:
@@ -420,42 +418,34 @@ class TransformerSeq2Seq(nn.Module):
         self.d_model = d_model
         self.pad = spec.pad_index or 0
         self.max_positions = spec.shape[0]
-
-        def act() -> Any:  # one per block: blocks must not share one PReLU slope
-            return F.gelu if activation == "gelu" else make_activation(activation)
-
         self.src_embed = make_embedding(spec.vocab_size, embed_dim, spec.pad_index)
         self.src_project = nn.Linear(embed_dim, d_model)
         if positions == "learned":
             self.position = nn.Parameter(torch.randn(self.max_positions, d_model) * 0.02)
         else:
             self.position = None
-        self.encoder_blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(
-                d_model,
-                heads,
-                ffn_mult * width,
-                dropout,
-                act(),
-                batch_first=True,
-                norm_first=pre_ln,
-            )
-            for _ in range(depth)
+        self.encoder_blocks = transformer_blocks(
+            nn.TransformerEncoderLayer,
+            depth,
+            d_model,
+            heads,
+            ffn_mult * width,
+            dropout,
+            activation,
+            pre_ln,
         )
         self.encoder_norm = nn.LayerNorm(d_model) if pre_ln else nn.Identity()
         self.tgt_embed = make_embedding(spec.num_outputs, embed_dim, spec.pad_index)
         self.tgt_project = nn.Linear(embed_dim, d_model)
-        self.decoder_blocks = nn.ModuleList(
-            nn.TransformerDecoderLayer(
-                d_model,
-                heads,
-                ffn_mult * width,
-                dropout,
-                act(),
-                batch_first=True,
-                norm_first=pre_ln,
-            )
-            for _ in range(depth)
+        self.decoder_blocks = transformer_blocks(
+            nn.TransformerDecoderLayer,
+            depth,
+            d_model,
+            heads,
+            ffn_mult * width,
+            dropout,
+            activation,
+            pre_ln,
         )
         self.decoder_norm = nn.LayerNorm(d_model) if pre_ln else nn.Identity()
         self.output = OutputLayer(d_model, self.tgt_embed, tie_embeddings)

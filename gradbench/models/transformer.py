@@ -46,6 +46,33 @@ def sinusoidal_positions(steps: int, dim: int) -> Tensor:
     return table
 
 
+def transformer_blocks(
+    block: type[nn.TransformerEncoderLayer] | type[nn.TransformerDecoderLayer],
+    depth: int,
+    d_model: int,
+    heads: int,
+    feedforward: int,
+    dropout: float,
+    activation: str,
+    pre_ln: bool,
+) -> nn.ModuleList:
+    """``depth`` encoder or decoder blocks, batch first, pre-LN or post-LN. Separate
+    constructions, not nn.TransformerEncoder's deep copies, so the blocks do not all
+    start from the same weights (nor share one PReLU slope)."""
+    return nn.ModuleList(
+        block(
+            d_model,
+            heads,
+            feedforward,
+            dropout,
+            F.gelu if activation == "gelu" else make_activation(activation),
+            batch_first=True,
+            norm_first=pre_ln,
+        )
+        for _ in range(depth)
+    )
+
+
 class TransformerNet(nn.Module):
     def __init__(
         self,
@@ -82,19 +109,15 @@ class TransformerNet(nn.Module):
             self.position = nn.Parameter(torch.randn(max_steps, d_model) * 0.02)
         else:
             self.register_buffer("position", sinusoidal_positions(max_steps, d_model))
-        # Separate constructions, not nn.TransformerEncoder's deep copies, so the blocks
-        # do not all start from the same weights (nor share one PReLU slope).
-        self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(
-                d_model,
-                heads,
-                ffn_mult * width,
-                dropout,
-                F.gelu if activation == "gelu" else make_activation(activation),
-                batch_first=True,
-                norm_first=pre_ln,
-            )
-            for _ in range(depth)
+        self.blocks = transformer_blocks(
+            nn.TransformerEncoderLayer,
+            depth,
+            d_model,
+            heads,
+            ffn_mult * width,
+            dropout,
+            activation,
+            pre_ln,
         )
         # Pre-LN leaves the residual stream unnormalised; the usual final LayerNorm.
         self.final_norm = nn.LayerNorm(d_model) if pre_ln else nn.Identity()

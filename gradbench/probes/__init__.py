@@ -141,6 +141,14 @@ class ProbeSet:
             self.saturation.arm()
         self.seconds += time.perf_counter() - began
 
+    def resume(self, step: int) -> None:
+        """A checkpoint restored this set at ``step``: ``start`` armed the saturation
+        hooks for step 0, arm them for ``step`` instead (gradbench.checkpoint)."""
+        if self.saturation is not None:
+            self.saturation.collect()
+            if self.layer_schedule(step):
+                self.saturation.arm()
+
     def after_backward(
         self, step: int, model: nn.Module, batch: Batch, loss: float, grad_norm: float
     ) -> None:
